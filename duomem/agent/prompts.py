@@ -1,0 +1,109 @@
+"""The agent's prompt: short instructions, then a first turn with few-shot examples, retrieved memories and the
+task, then the episode as chat turns.
+
+One renderer serves inference and distillation (``duomem.distill.dataset``), so a student is trained on exactly
+the prompts it is run with.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from functools import lru_cache
+from importlib import resources
+
+from duomem.agent.trajectory import Step, Trajectory, assistant_text
+from duomem.llm.base import Message
+
+INSTRUCTIONS = """You are a household robot in a text game. Each turn, read what the game says and answer with ONE line: \
+either a command for the game, or a thought that starts with "think:".
+Commands: look, inventory, go to <receptacle>, open <receptacle>, close <receptacle>, take <object> from \
+<receptacle>, move <object> to <receptacle>, examine <something>, use <object>, heat <object> with <receptacle>, \
+cool <object> with <receptacle>, clean <object> with <receptacle>, slice <object> with <object>.
+Use the names and numbers the game shows, e.g. "take mug 1 from countertop 2"."""
+
+MEMORY_OPEN = "### Memories of similar tasks"
+MEMORY_CLOSE = "### End of memories"
+OMITTED = "[{n} earlier turns omitted]"
+TURN_END = "\n>"
+
+
+@lru_cache(maxsize=1)
+def fewshot_examples() -> dict[str, list[Trajectory]]:
+    """The project's few-shot examples, two per task type (``duomem/agent/fewshot.json``)."""
+    raw = json.loads(resources.files("duomem.agent").joinpath("fewshot.json").read_text())
+    out: dict[str, list[Trajectory]] = {}
+    for item in raw:
+        traj = Trajectory.model_validate(item)
+        out.setdefault(traj.task_type, []).append(traj)
+    return out
+
+
+def transcript(traj: Trajectory) -> str:
+    """A trajectory as a plain transcript (``> command`` then the game's answer)."""
+    lines = [traj.initial_observation]
+    for step in traj.steps:
+        lines.append(f"> {assistant_text(step)}")
+        lines.append(step.observation)
+    return "\n".join(lines)
+
+
+def memory_block(memories: Sequence[str]) -> str:
+    if not memories:
+        return ""
+    body = "\n\n".join(f"[Memory {i + 1}]\n{m.strip()}" for i, m in enumerate(memories))
+    return f"{MEMORY_OPEN} (use them if they help)\n{body}\n{MEMORY_CLOSE}"
+
+
+def task_prompt(task_type: str, initial_observation: str, shots: int = 2, memories: Sequence[str] = ()) -> str:
+    """The first user turn: ``shots`` solved examples of ``task_type`` as transcripts, the retrieved memories,
+    then the new task. Small models follow this transcript form far better than examples in a system turn."""
+    parts = []
+    examples = fewshot_examples().get(task_type, [])[:shots]
+    if examples:
+        parts.append(f"Here {'is a solved task' if len(examples) == 1 else f'are {len(examples)} solved tasks'} "
+                     "of the same kind.")
+        parts.extend(f"### Example {i + 1}\n{transcript(ex)}" for i, ex in enumerate(examples))
+    block = memory_block(memories)
+    if block:
+        parts.append(block)
+    parts.append(f"### Your task\n{initial_observation}{TURN_END}")
+    return "\n\n".join(parts)
+
+
+def observation_turn(text: str) -> str:
+    return f"{text}{TURN_END}"
+
+
+def conversation(first_user: str, steps: Sequence[Step]) -> list[Message]:
+    """The episode so far as chat turns: the task (user), then command or thought (assistant), the game's answer
+    (user), and so on."""
+    messages: list[Message] = [{"role": "system", "content": INSTRUCTIONS}, {"role": "user", "content": first_user}]
+    for step in steps:
+        messages.append({"role": "assistant", "content": assistant_text(step)})
+        messages.append({"role": "user", "content": observation_turn(step.observation)})
+    return messages
+
+
+def fit_history(messages: list[Message], count_tokens: Callable[[Sequence[Message]], int], budget: int,
+                window: int | None = None) -> list[Message]:
+    """Keep the instructions and the task turn, then as many of the latest turns as ``window`` and ``budget`` allow.
+
+    Dropped turns are replaced by a note in the first user turn. With ``window=None`` and a large enough budget the
+    history is complete, and each prompt extends the previous one (so the KV cache is reused).
+    """
+    head, turns = messages[:2], messages[2:]
+    pairs = [turns[i:i + 2] for i in range(0, len(turns), 2)]
+    keep_from = max(0, len(pairs) - window) if window is not None else 0
+
+    def build(start: int) -> list[Message]:
+        if start == 0:
+            return head + [m for p in pairs for m in p]
+        first = {"role": "user", "content": f"{head[1]['content']} {OMITTED.format(n=start)}"}
+        return [head[0], first] + [m for p in pairs[start:] for m in p]
+
+    candidate = build(keep_from)
+    while keep_from < len(pairs) and count_tokens(candidate) > budget:
+        keep_from += 1
+        candidate = build(keep_from)
+    return candidate

@@ -1,0 +1,111 @@
+"""``duomem eval`` and ``duomem collect``: play episodes, write records and a summary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from duomem.eval.spec import RolloutSpec
+
+console = Console()
+
+Policy = Annotated[str, typer.Option(help="expert (ALFWorld's handcoded oracle) or llm.")]
+Model = Annotated[str | None, typer.Option(help="Model name (duomem models list), .gguf path, hf:ORG/NAME or "
+                                                "openai:MODEL@URL.")]
+Games = Annotated[int | None, typer.Option(help="Play a seeded subset of N games (all by default).")]
+Tasks = Annotated[Path | None, typer.Option(help="Task set folder with index/<split>.jsonl (default: the prepared "
+                                                "ALFWorld sets).")]
+
+
+def _spec(**kw) -> RolloutSpec:
+    return RolloutSpec(**{k: v for k, v in kw.items() if v is not None})
+
+
+def _default_name(spec: RolloutSpec, split: str, games: int | None) -> str:
+    who = spec.model.split("/")[-1].removesuffix(".gguf") if spec.model else spec.policy
+    tags = []
+    if spec.adapter:
+        tags.append("lora")
+    if spec.memory:
+        tags.append(f"mem-{Path(spec.memory).name}-k{spec.top_k}")
+    if spec.policy == "llm" and not tags:
+        tags.append("nomem")
+    if games:
+        tags.append(f"n{games}")
+    return "-".join([who, *tags, split])
+
+
+def eval_command(
+    policy: Policy = "llm",
+    model: Model = None,
+    split: Annotated[str, typer.Option(help="train, valid_seen or valid_unseen (or a generated split).")] = "valid_unseen",
+    games: Games = None,
+    max_steps: Annotated[int, typer.Option(help="Turn limit per episode (thoughts count).")] = 50,
+    workers: Annotated[int, typer.Option(help="Parallel episode processes (1 thread each).")] = 1,
+    adapter: Annotated[str | None, typer.Option(help="LoRA adapter: peft folder or GGUF LoRA file.")] = None,
+    memory: Annotated[str | None, typer.Option(help="Memory bank folder.")] = None,
+    top_k: Annotated[int, typer.Option("--top-k", help="Memories retrieved per task.")] = 2,
+    shots: Annotated[int, typer.Option(help="Few-shot examples of the task's type in the prompt (0-2).")] = 2,
+    history_window: Annotated[int | None, typer.Option(help="Keep only the last N turns (default: all).")] = None,
+    backend: Annotated[str, typer.Option(help="auto, llamacpp, transformers or openai.")] = "auto",
+    device: Annotated[str, typer.Option(help="transformers backend device: cpu or cuda.")] = "cpu",
+    threads: Annotated[int | None, typer.Option(help="CPU threads per model.")] = None,
+    seed: Annotated[int, typer.Option(help="Run seed (episode seeds derive from it).")] = 0,
+    samples: Annotated[int, typer.Option(help="Episodes per game.")] = 1,
+    temperature: Annotated[float, typer.Option(help="0 = greedy.")] = 0.0,
+    tasks: Tasks = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder (default runs/eval/<name>).")] = None,
+    name: Annotated[str | None, typer.Option(help="Run name for tables.")] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Evaluate a policy; resumable (rerun the same command to continue)."""
+    from duomem.envs.alfworld_data import load_tasks
+    from duomem.eval.runner import run_rollouts, select_games
+
+    spec = _spec(policy=policy, model=model, max_steps=max_steps, adapter=adapter, memory=memory, top_k=top_k,
+                 shots=shots, history_window=history_window, backend=backend, device=device, threads=threads,
+                 seed=seed, temperature=temperature)
+    chosen = select_games(load_tasks(split, tasks), games, seed)
+    name = name or _default_name(spec, split, games)
+    out = out or Path("runs") / "eval" / name
+    result = run_rollouts(spec, chosen, out, name=name, samples=samples, workers=workers, show_progress=progress)
+    s = result.summary
+    console.print(f"{name}: {s['n_won']}/{s['n_episodes']} won ({100 * s['success_rate']:.1f}%), "
+                  f"{s['wall_s_per_episode']:.1f} s/episode; records and summary in {out}")
+
+
+def collect_command(
+    policy: Policy = "expert",
+    model: Model = None,
+    split: Annotated[str, typer.Option(help="Split to collect on (train: no leakage into evaluation).")] = "train",
+    games: Games = None,
+    samples_per_task: Annotated[int, typer.Option(help="Episodes per task (expert: sample 0 is the plain expert, "
+                                                       "later ones explore; llm: sampled decoding).")] = 1,
+    explore: Annotated[float, typer.Option(help="Expert: chance of a detour before the target is taken, for "
+                                               "samples after the first.")] = 0.3,
+    temperature: Annotated[float, typer.Option(help="llm: temperature for samples after the first.")] = 0.7,
+    max_steps: Annotated[int, typer.Option(help="Turn limit per episode.")] = 50,
+    workers: Annotated[int, typer.Option(help="Parallel episode processes.")] = 1,
+    shots: Annotated[int, typer.Option(help="Few-shot examples (llm).")] = 2,
+    threads: Annotated[int | None, typer.Option(help="CPU threads per model.")] = None,
+    seed: Annotated[int, typer.Option(help="Run seed.")] = 0,
+    tasks: Tasks = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder (default runs/collect/<name>).")] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Run a policy over (train) tasks and keep its trajectories (``trajectories.jsonl``), resumable."""
+    from duomem.envs.alfworld_data import load_tasks
+    from duomem.eval.collect import collect
+    from duomem.eval.runner import select_games
+
+    chosen = select_games(load_tasks(split, tasks), games, seed)
+    who = model.split("/")[-1].removesuffix(".gguf") if model else policy
+    out = out or Path("runs") / "collect" / f"{who}-{split}-n{len(chosen)}-s{samples_per_task}"
+    report = collect(policy=policy, model=model, tasks=chosen, out_dir=out, samples=samples_per_task,
+                     explore=explore, temperature=temperature, max_steps=max_steps, workers=workers, shots=shots,
+                     threads=threads, seed=seed, show_progress=progress)
+    console.print(f"collected {report['episodes']} episodes ({report['won']} won) of {len(chosen)} tasks; "
+                  f"trajectories in {report['trajectories']}")

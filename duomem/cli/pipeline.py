@@ -1,0 +1,3 @@
+"""``duomem run`` and ``duomem demo``."""
+
+from __future__ import annotations

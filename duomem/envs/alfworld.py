@@ -1,0 +1,101 @@
+"""ALFWorld on TextWorld's PDDL engine, with ALFWorld's demangler, infos and (optionally) handcoded expert."""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from pathlib import Path
+
+from duomem import settings
+from duomem.envs.base import Observation, TaskSpec
+from duomem.envs.timeout import call_with_timeout
+from duomem.errors import DataError, EnvTimeout
+
+WELCOME = "-= Welcome to TextWorld, ALFRED! =-"
+
+
+class AlfworldEnv:
+    """One ALFWorld game at a time: ``reset(task)`` loads it (reusing a loaded game), ``step(action)`` plays.
+
+    ``done`` is set when the game is won or ``max_steps`` actions were taken. A step that exceeds ``step_timeout``
+    seconds raises :class:`EnvTimeout` and the engine is reloaded at the next reset.
+    """
+
+    def __init__(self, max_steps: int = 50, step_timeout: float | None = 30.0, expert: bool = True) -> None:
+        settings.ensure_alfworld_cache_env()
+        self.max_steps = max_steps
+        self.step_timeout = step_timeout
+        self.expert = expert
+        self._env = None
+        self._loaded: str | None = None
+        self._steps = 0
+        self._done = True
+
+    def _load(self, game_file: str) -> None:
+        import textworld
+        from alfworld.agents.environment.alfred_tw_env import AlfredDemangler, AlfredExpert, AlfredInfos
+
+        if not Path(game_file).is_file():
+            raise DataError(f"game file {game_file} is missing; run `duomem data prepare` again")
+        self.close()
+        extras = ["gamefile", "expert_plan"] if self.expert else ["gamefile"]
+        infos = textworld.EnvInfos(won=True, admissible_commands=True, extras=extras)
+        wrappers = [AlfredDemangler(shuffle=False), AlfredInfos]
+        if self.expert:
+            wrappers.append(AlfredExpert)
+        try:
+            self._env = call_with_timeout(lambda: textworld.start(game_file, infos, wrappers=wrappers),
+                                          self.step_timeout and self.step_timeout * 4, f"loading {game_file}")
+        except EnvTimeout:
+            raise
+        except Exception as exc:
+            raise DataError(f"cannot load game {game_file}: {type(exc).__name__}: {exc}") from exc
+        self._loaded = game_file
+
+    def reset(self, task: TaskSpec, seed: int | None = None) -> Observation:
+        """Start an episode of ``task``. ``seed`` seeds Python's ``random``, which the expert uses when stuck."""
+        if self._loaded != task.game_file or self._env is None:
+            self._load(task.game_file)
+        if seed is not None:
+            random.seed(seed)
+        state = call_with_timeout(self._env.reset, self.step_timeout, f"reset of {task.game_id}")
+        self._steps = 0
+        self._done = False
+        text = state["feedback"].replace(WELCOME, "").strip()
+        return self._observation(state, text)
+
+    def step(self, action: str) -> Observation:
+        """Apply ``action`` (non-empty text); the observation's ``done`` ends the episode."""
+        if not action or not action.strip():
+            raise ValueError("empty action: the agent must send a command")
+        if self._env is None or self._done:
+            raise RuntimeError("step() called before reset() or after the episode ended")
+        try:
+            state, _, _ = call_with_timeout(lambda: self._env.step(action.strip()), self.step_timeout,
+                                            f"step {action!r}")
+        except EnvTimeout:
+            self.close()
+            raise
+        self._steps += 1
+        obs = self._observation(state, state["feedback"].strip())
+        self._done = obs.done
+        return obs
+
+    def _observation(self, state: dict, text: str) -> Observation:
+        won = bool(state["won"])
+        plan = state.get("extra.expert_plan") if self.expert else None
+        return Observation(
+            text=text,
+            admissible_commands=sorted(state["admissible_commands"] or []),
+            won=won,
+            done=won or self._steps >= self.max_steps,
+            expert_action=plan[0] if plan else None,
+            info={"steps": self._steps},
+        )
+
+    def close(self) -> None:
+        if self._env is not None:
+            with contextlib.suppress(Exception):
+                self._env.close()
+        self._env = None
+        self._loaded = None

@@ -1,0 +1,61 @@
+"""What an agent sees of any text benchmark: tasks, observations and the Environment protocol."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from pydantic import BaseModel
+
+TASK_TYPES: tuple[str, ...] = ("pick", "clean", "heat", "cool", "examine", "pick_two")
+
+
+class TaskSpec(BaseModel):
+    """One playable game: where it is and what kind of task it poses."""
+
+    game_id: str
+    """Stable id, unique within a benchmark (for ALFWorld: ``<split>/<task folder>/<trial>``)."""
+    split: str
+    task_type: str
+    """One of :data:`TASK_TYPES`."""
+    game_file: str
+    """Absolute path of the playable game file."""
+    goal: str = ""
+    """The task sentence the game states ("put a clean mug in coffeemachine")."""
+    params: dict[str, str] = {}
+    """Task arguments, lower-case: ``object``, ``receptacle``, ``toggle`` (examine), ``mrecep`` (movable
+    receptacle), ``sliced`` ("true"/"false")."""
+    source: str = "alfworld"
+    """Where the game comes from: ``alfworld`` (the official release) or ``generated``."""
+
+
+@dataclass
+class Observation:
+    """What the environment returns after reset or step."""
+
+    text: str
+    admissible_commands: list[str]
+    won: bool = False
+    done: bool = False
+    expert_action: str | None = None
+    """The handcoded expert's next action where the environment provides one."""
+    info: dict = field(default_factory=dict)
+
+
+@runtime_checkable
+class Environment(Protocol):
+    """A text game that can be reset to a task and stepped with text actions."""
+
+    max_steps: int
+
+    def reset(self, task: TaskSpec) -> Observation:
+        """Load ``task`` (if not loaded) and start a new episode."""
+        ...
+
+    def step(self, action: str) -> Observation:
+        """Apply one text action; ``action`` must be non-empty."""
+        ...
+
+    def close(self) -> None:
+        """Free the game engine."""
+        ...

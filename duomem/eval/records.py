@@ -1,0 +1,45 @@
+"""One JSONL record per played episode."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from duomem.agent.trajectory import Trajectory
+
+
+class EpisodeRecord(BaseModel):
+    """Outcome, cost and full trajectory of one episode."""
+
+    game_id: str
+    task_type: str
+    split: str
+    sample: int = 0
+    seed: int
+    policy: str
+    model: str | None = None
+    adapter: str | None = None
+    memory_bank: str | None = None
+    memory_ids: list[str] = Field(default_factory=list)
+    memory_leakage_guard: str | None = None
+    """How retrieval kept this episode's own game out (e.g. "bank built from train only; own game excluded")."""
+    won: bool
+    steps: int
+    """Agent turns, thoughts included (the step limit counts these)."""
+    env_steps: int
+    thinks: int
+    invalid_actions: int
+    wall_s: float
+    llm_s: float = 0.0
+    env_s: float = 0.0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_prompt_tokens: int = 0
+    tokens_per_s: float = 0.0
+    """Completion tokens per second of model time."""
+    peak_rss_mb: float = 0.0
+    error: str | None = None
+    trajectory: Trajectory
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.game_id, self.sample)

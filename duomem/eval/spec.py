@@ -1,0 +1,54 @@
+"""What a rollout run plays with: policy, model, adapter, memory and limits (picklable, hashable)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from duomem.errors import ConfigError
+
+
+class RolloutSpec(BaseModel):
+    """Everything that decides how episodes are played. Two runs with equal specs and games give equal records
+    (up to timings) with greedy decoding."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    policy: Literal["expert", "llm"] = "llm"
+    model: str | None = None
+    """A model name (see ``duomem models list``), a .gguf path, hf:ORG/NAME or openai:MODEL@URL."""
+    backend: Literal["auto", "llamacpp", "transformers", "openai"] = "auto"
+    adapter: str | None = None
+    """A LoRA adapter: a GGUF LoRA file (llama.cpp) or a peft folder (transformers; exported on the fly for
+    llama.cpp)."""
+    memory: str | None = None
+    """A memory bank folder (``duomem memory build``)."""
+    top_k: int = Field(2, ge=0, le=16)
+    shots: int = Field(2, ge=0, le=2)
+    history_window: int | None = Field(None, ge=1)
+    max_steps: int = Field(50, ge=1, le=500)
+    max_new_tokens: int = Field(64, ge=4, le=1024)
+    temperature: float = Field(0.0, ge=0.0, le=2.0)
+    seed: int = 0
+    explore: float = Field(0.0, ge=0.0, le=1.0)
+    """Expert only: chance of a random ``go to`` before the target is taken (diverse demonstrations)."""
+    n_ctx: int = Field(8192, ge=512)
+    threads: int | None = Field(None, ge=1)
+    device: str = "cpu"
+    step_timeout: float = Field(30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> RolloutSpec:
+        if self.policy == "llm" and not self.model:
+            raise ConfigError("an llm policy needs --model (e.g. smollm2-135m)")
+        if self.policy == "expert" and (self.model or self.adapter or self.memory):
+            raise ConfigError("the expert policy takes no --model, --adapter or --memory")
+        return self
+
+    def fingerprint(self) -> str:
+        """Hash of the fields that change what is played (not threads or timeouts)."""
+        data = self.model_dump(exclude={"threads", "step_timeout", "device"})
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]

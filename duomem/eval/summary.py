@@ -1,0 +1,86 @@
+"""Summaries of episode records: the JSON schema later stages read, and a Markdown table."""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from duomem.envs.base import TASK_TYPES
+from duomem.eval.records import EpisodeRecord
+
+
+def _mean(values: Sequence[float]) -> float:
+    return float(sum(values) / len(values)) if values else 0.0
+
+
+def summarize(records: Sequence[EpisodeRecord], name: str, policy: str, model: str | None, split: str,
+              extra: dict | None = None) -> dict:
+    """``{"name", "policy", "model", "split", "n_episodes", "success_rate", "per_type", "mean_steps",
+    "invalid_action_rate", "wall_s_per_episode", "peak_rss_mb"}`` plus details."""
+    n = len(records)
+    per_type = {}
+    for t in TASK_TYPES:
+        rs = [r for r in records if r.task_type == t]
+        if rs:
+            per_type[t] = {"n": len(rs), "success_rate": _mean([float(r.won) for r in rs])}
+    actions = sum(r.steps - r.thinks for r in records)
+    llm_s = sum(r.llm_s for r in records)
+    completion = sum(r.completion_tokens for r in records)
+    wall = sum(r.wall_s for r in records)
+    summary = {
+        "name": name,
+        "policy": policy,
+        "model": model,
+        "split": split,
+        "n_episodes": n,
+        "success_rate": _mean([float(r.won) for r in records]),
+        "per_type": per_type,
+        "mean_steps": _mean([r.steps for r in records]),
+        "invalid_action_rate": sum(r.invalid_actions for r in records) / actions if actions else 0.0,
+        "wall_s_per_episode": wall / n if n else 0.0,
+        "peak_rss_mb": max((r.peak_rss_mb for r in records), default=0.0),
+        "n_won": sum(r.won for r in records),
+        "mean_steps_won": _mean([r.steps for r in records if r.won]),
+        "mean_env_steps": _mean([r.env_steps for r in records]),
+        "think_rate": sum(r.thinks for r in records) / max(1, sum(r.steps for r in records)),
+        "errors": sum(r.error is not None for r in records),
+        "tokens": {
+            "prompt": sum(r.prompt_tokens for r in records),
+            "prompt_cached": sum(r.cached_prompt_tokens for r in records),
+            "completion": completion,
+            "completion_tokens_per_llm_s": completion / llm_s if llm_s else 0.0,
+        },
+        "time_split": {"llm_s": llm_s, "env_s": sum(r.env_s for r in records), "wall_s": wall},
+        "host": {"machine": platform.machine(), "python": platform.python_version(),
+                 "processor": platform.processor() or platform.machine()},
+        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
+    }
+    summary.update(extra or {})
+    return summary
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}"
+
+
+def summary_markdown(summary: dict) -> str:
+    """The summary as a Markdown table (overall and per task type)."""
+    types = [t for t in TASK_TYPES if t in summary["per_type"]]
+    head = "| run | n | success % | " + " | ".join(types) + " | mean steps | invalid % | s/episode | peak RSS MB |"
+    sep = "|" + "---|" * (8 + len(types) - 1)
+    cells = [f"{_pct(summary['per_type'][t]['success_rate'])} ({summary['per_type'][t]['n']})" for t in types]
+    row = (f"| {summary['name']} | {summary['n_episodes']} | {_pct(summary['success_rate'])} | " + " | ".join(cells) +
+           f" | {summary['mean_steps']:.1f} | {_pct(summary['invalid_action_rate'])} | "
+           f"{summary['wall_s_per_episode']:.1f} | {summary['peak_rss_mb']:.0f} |")
+    lines = [f"# {summary['name']}", "",
+             f"policy `{summary['policy']}`, model `{summary['model']}`, split `{summary['split']}`, "
+             f"{summary['n_episodes']} episodes", "", head, sep, row]
+    speed = summary.get("speed")
+    if speed:
+        lines += ["", f"Raw llama.cpp decode: {speed['decode_tokens_per_s']:.1f} tokens/s, prompt "
+                      f"{speed['prompt_tokens_per_s']:.1f} tokens/s; in the agent loop: "
+                      f"{summary['tokens']['completion_tokens_per_llm_s']:.1f} completion tokens per second of "
+                      f"model time; model time is {_pct(summary['time_split']['llm_s'] / max(1e-9, summary['time_split']['wall_s']))}% "
+                      "of wall time."]
+    return "\n".join(lines) + "\n"
