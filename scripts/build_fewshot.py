@@ -1,6 +1,6 @@
 """Write duomem/agent/fewshot.json: two solved examples per task type for the agent's prompt.
 
-Each example is a train game played by ALFWorld's expert, with detours removed (checked by replay) and the
+Each example is a train game played by ALFWorld's expert, with detours removed and the
 project's thought annotations (duomem.agent.thoughts). Run: python scripts/build_fewshot.py  (needs the train
 split prepared: duomem data prepare --splits train).
 """
@@ -10,11 +10,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from duomem.agent.demonstrations import demonstration
 from duomem.agent.expert import ExpertPolicy
 from duomem.envs.alfworld import AlfworldEnv
 from duomem.envs.alfworld_data import load_tasks
 from duomem.eval.episode import run_episode
-from duomem.eval.replay import demonstration
 
 PER_TYPE = 2
 MAX_ACTIONS = 10
@@ -32,7 +32,7 @@ def main() -> None:
         if task.params.get("object") in objects.get(task.task_type, set()):
             continue
         record = run_episode(env, ExpertPolicy(), task, seed=0)
-        demo = demonstration(env, task, record.trajectory)
+        demo = demonstration(record.trajectory)
         if demo is None or not 3 <= len(demo.actions) <= MAX_ACTIONS:
             continue
         chosen.setdefault(task.task_type, []).append(demo.model_dump(exclude={"model"}))

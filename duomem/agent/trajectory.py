@@ -60,24 +60,26 @@ def is_state_changing(command: str) -> bool:
     return command.startswith(STATE_CHANGING)
 
 
-def simplify_actions(actions: list[str]) -> list[str]:
-    """Drop no-op commands and detours (``go to A`` ... ``go to A`` with nothing changed between).
+def simplify_steps(steps: list[Step]) -> list[Step]:
+    """Drop thoughts, no-op commands and detours (``go to A`` ... ``go to A`` with nothing changed between).
 
-    The handcoded expert wanders when stuck; a demonstration should not. The result must be replayed to check that
-    it still wins (see :func:`duomem.eval.collect.replay`).
+    The handcoded expert wanders when stuck; a demonstration should not. In ALFWorld, look/inventory/examine/help
+    change nothing and a detour that changes nothing ends where it began, so every later observation stays
+    exactly what it was (tests check this by replay).
     """
-    out = [a for i, a in enumerate(actions) if i == len(actions) - 1 or
-           not (a in NO_OP_COMMANDS or a.startswith("examine "))]
+    actions = [s for s in steps if s.kind == "action"]
+    out = [s for i, s in enumerate(actions) if i == len(actions) - 1 or
+           not (s.text in NO_OP_COMMANDS or s.text.startswith("examine "))]
     changed = True
     while changed:
         changed = False
-        for i, a in enumerate(out):
-            if not a.startswith("go to "):
+        for i, step in enumerate(out):
+            if not step.text.startswith("go to "):
                 continue
             for j in range(i + 1, len(out)):
-                if is_state_changing(out[j]):
+                if is_state_changing(out[j].text):
                     break
-                if out[j] == a:
+                if out[j].text == step.text:
                     out = out[: i + 1] + out[j + 1:]
                     changed = True
                     break

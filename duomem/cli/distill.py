@@ -1,7 +1,90 @@
-"""``duomem distill``."""
+"""``duomem distill``: SFT data from teacher trajectories, LoRA training, export for llama.cpp."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
+from rich.console import Console
 
 app = typer.Typer(no_args_is_help=True)
+console = Console()
+
+
+@app.command("dataset")
+def dataset_command(
+    trajectories: Annotated[Path, typer.Option(help="demonstrations.jsonl (or trajectories.jsonl) from `duomem collect`.")],
+    out: Annotated[Path, typer.Option(help="Folder for train.jsonl and dataset.json.")],
+    shots: Annotated[int, typer.Option(help="Few-shot examples in the prompt, as the agent will use.")] = 2,
+    memory: Annotated[str | None, typer.Option(help="Memory bank whose retrieved memories go into the prompt.")] = None,
+    top_k: Annotated[int, typer.Option("--top-k", help="Memories per example.")] = 2,
+    history_window: Annotated[int | None, typer.Option(help="Train with the last N turns only (default: full).")] = None,
+    model: Annotated[str | None, typer.Option(help="Also count masked/trained tokens with this model's tokenizer.")] = None,
+) -> None:
+    """Turn won trajectories into chat examples in the agent's exact prompt format."""
+    from duomem.distill.dataset import build_dataset, load_examples
+
+    meta = build_dataset(trajectories, out, shots=shots, memory=memory, top_k=top_k, history_window=history_window)
+    console.print(f"{meta['examples']} examples from {meta['trajectories']} won trajectories -> {out}")
+    if model:
+        from duomem.distill.tokenize import tokenize_example
+        from duomem.llm.hf import load_hf
+
+        bundle = load_hf(model)
+        total = trained = 0
+        for messages in load_examples(out):
+            ex = tokenize_example(bundle, messages)
+            total += len(ex.input_ids)
+            trained += ex.trained_tokens
+        console.print(f"tokens: {total} in all, {trained} trained (assistant turns), {total - trained} masked")
+
+
+@app.command("train")
+def train_command(
+    model: Annotated[str, typer.Option(help="Student model (a packaged GGUF name or hf:ORG/NAME).")],
+    data: Annotated[Path, typer.Option(help="Folder from `duomem distill dataset`.")],
+    out: Annotated[Path, typer.Option(help="Adapter folder (peft) with checkpoints; rerun to resume.")],
+    rank: Annotated[int, typer.Option(help="LoRA rank.")] = 16,
+    alpha: Annotated[int | None, typer.Option(help="LoRA alpha (default 2 x rank).")] = None,
+    epochs: Annotated[float, typer.Option(help="Epochs.")] = 2.0,
+    max_steps: Annotated[int | None, typer.Option(help="Stop after N optimiser steps.")] = None,
+    lr: Annotated[float, typer.Option(help="Learning rate.")] = 2e-4,
+    batch_size: Annotated[int, typer.Option(help="Examples per device step.")] = 4,
+    grad_accum: Annotated[int, typer.Option(help="Gradient accumulation steps.")] = 1,
+    max_length: Annotated[int, typer.Option(help="Longest example in tokens (longer ones are skipped).")] = 4096,
+    save_steps: Annotated[int, typer.Option(help="Checkpoint every N steps.")] = 50,
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    threads: Annotated[int | None, typer.Option(help="CPU threads.")] = None,
+    gradient_checkpointing: Annotated[bool, typer.Option(help="Trade compute for memory.")] = False,
+    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+    nproc: Annotated[int, typer.Option(help="Processes (GPUs) for data-parallel training via torchrun.")] = 1,
+) -> None:
+    """LoRA fine-tuning with transformers + peft; resumable from checkpoints."""
+    from duomem.distill.train import LoraConfig, train_lora, trainable_summary
+
+    config = LoraConfig(rank=rank, alpha=alpha, epochs=epochs, max_steps=max_steps, learning_rate=lr,
+                        batch_size=batch_size, grad_accum=grad_accum, max_length=max_length, save_steps=save_steps,
+                        gradient_checkpointing=gradient_checkpointing, seed=seed)
+    if nproc > 1:
+        from duomem.distill.launch import launch_distributed
+
+        launch_distributed(model, data, out, config, device, nproc)
+        return
+    meta = train_lora(model, data, out, config, device=device, threads=threads)
+    console.print(f"adapter in {out}: {trainable_summary(meta)}")
+
+
+@app.command("export")
+def export_command(
+    adapter: Annotated[Path, typer.Option(help="peft adapter folder.")],
+    out: Annotated[Path | None, typer.Option(help="GGUF LoRA file (default <adapter>/adapter.gguf).")] = None,
+    base_model: Annotated[str | None, typer.Option(help="Base model (default: from training.json).")] = None,
+    dtype: Annotated[str, typer.Option(help="f16 or f32.")] = "f16",
+) -> None:
+    """Write the adapter in llama.cpp's GGUF LoRA format (loads with Llama(model_path=base, lora_path=...))."""
+    from duomem.distill.export import export_gguf_lora
+
+    info = export_gguf_lora(adapter, out or adapter / "adapter.gguf", base_model=base_model, dtype=dtype)
+    console.print(f"wrote {info['path']}: {info['tensors']} tensors, {info['bytes'] / 1e6:.1f} MB "
+                  f"({info['arch']}, base {info['base_model']})")

@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from duomem.agent.demonstrations import demonstration
 from duomem.envs.base import TaskSpec
 from duomem.eval.runner import load_records, run_rollouts
 from duomem.eval.spec import RolloutSpec
 from duomem.jsonl import atomic_write_text
 
 TRAJECTORIES = "trajectories.jsonl"
+DEMONSTRATIONS = "demonstrations.jsonl"
 
 
 def collect(policy: str, model: str | None, tasks: Sequence[TaskSpec], out_dir: Path, samples: int = 1,
@@ -35,11 +37,21 @@ def collect(policy: str, model: str | None, tasks: Sequence[TaskSpec], out_dir: 
 
 
 def write_trajectories(out_dir: Path, subs: Sequence[str], tasks: Sequence[TaskSpec]) -> dict:
-    """Merge the sub-runs' trajectories into ``trajectories.jsonl`` (one per episode, sorted)."""
+    """Merge the sub-runs' trajectories into ``trajectories.jsonl`` (one per episode, sorted) and write the won
+    ones, simplified and annotated, to ``demonstrations.jsonl`` (distinct action sequences only)."""
     wanted = {t.game_id for t in tasks}
     records = [r for sub in subs for r in load_records(out_dir / sub) if r.game_id in wanted]
     records.sort(key=lambda r: (r.game_id, r.sample))
     lines = [r.trajectory.model_dump_json() for r in records]
     path = out_dir / TRAJECTORIES
     atomic_write_text(path, "".join(line + "\n" for line in lines))
-    return {"episodes": len(records), "won": sum(r.won for r in records), "trajectories": str(path)}
+    demos, seen = [], set()
+    for r in records:
+        demo = demonstration(r.trajectory)
+        if demo is None or (demo.game_id, tuple(demo.actions)) in seen:
+            continue
+        seen.add((demo.game_id, tuple(demo.actions)))
+        demos.append(demo.model_dump_json())
+    atomic_write_text(out_dir / DEMONSTRATIONS, "".join(line + "\n" for line in demos))
+    return {"episodes": len(records), "won": sum(r.won for r in records), "trajectories": str(path),
+            "demonstrations": len(demos)}

@@ -181,3 +181,25 @@ def resolve(name: str) -> ModelRef:
         return ModelRef(name=path.stem, kind="gguf", path=path.resolve())
     raise ModelError(f"unknown model {name!r}; use one of {', '.join(PACKAGED)}, a path to a .gguf file, "
                      "hf:ORG/NAME or openai:MODEL@URL")
+
+
+def gguf_metadata(path: Path, keys: tuple[str, ...]) -> dict[str, object]:
+    """Selected metadata fields of a GGUF file (strings, numbers or booleans), read without loading weights."""
+    from gguf import GGUFReader
+    from gguf.constants import GGUFValueType
+
+    reader = GGUFReader(str(path))
+    out: dict[str, object] = {}
+    for key in keys:
+        field = reader.fields.get(key)
+        if field is None:
+            continue
+        kind = field.types[0]
+        value = field.parts[field.data[0]]
+        if kind == GGUFValueType.STRING:
+            out[key] = bytes(value).decode("utf-8")
+        elif kind == GGUFValueType.BOOL:
+            out[key] = bool(value[0])
+        else:
+            out[key] = value[0].item()
+    return out

@@ -1,0 +1,89 @@
+"""Export a peft LoRA adapter to llama.cpp's GGUF LoRA format, so the on-device llama.cpp student runs it.
+
+Tensor names follow llama.cpp (``blk.N.attn_q.weight.lora_a``/``lora_b``). For the llama architecture, llama.cpp
+stores q/k weights with their rotary halves interleaved differently from Hugging Face; the same row permutation is
+applied to ``lora_b`` of q and k so that B @ A matches the permuted base weight.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+
+from duomem.errors import DataError, ModelError
+from duomem.llm.registry import gguf_metadata, resolve
+
+_MODULES = {
+    "self_attn.q_proj": "attn_q",
+    "self_attn.k_proj": "attn_k",
+    "self_attn.v_proj": "attn_v",
+    "self_attn.o_proj": "attn_output",
+    "mlp.gate_proj": "ffn_gate",
+    "mlp.up_proj": "ffn_up",
+    "mlp.down_proj": "ffn_down",
+}
+_NAME = re.compile(r"layers\.(\d+)\.(.+)\.lora_([AB])\.weight$")
+
+
+def _permute_rows(weight: np.ndarray, n_head: int) -> np.ndarray:
+    """llama.cpp's q/k row order: (n_head, 2, half, cols) -> (n_head, half, 2, cols)."""
+    rows = weight.shape[0]
+    return (weight.reshape(n_head, 2, rows // n_head // 2, *weight.shape[1:]).swapaxes(1, 2)
+            .reshape(weight.shape))
+
+
+def export_gguf_lora(adapter_dir: Path, out: Path, base_model: str | None = None, dtype: str = "f16") -> dict:
+    """Write ``out`` (a GGUF LoRA) from the peft folder ``adapter_dir``; returns size and tensor count."""
+    import gguf
+    from safetensors.numpy import load_file
+
+    adapter_dir, out = Path(adapter_dir), Path(out)
+    cfg_path = adapter_dir / "adapter_config.json"
+    weights_path = adapter_dir / "adapter_model.safetensors"
+    if not cfg_path.is_file() or not weights_path.is_file():
+        raise DataError(f"{adapter_dir} is not a peft adapter (adapter_config.json + adapter_model.safetensors)")
+    cfg = json.loads(cfg_path.read_text())
+    base_name = base_model or _base_name(adapter_dir, cfg)
+    ref = resolve(base_name)
+    if ref.kind != "gguf" or ref.path is None:
+        raise ModelError(f"GGUF export needs a GGUF base model, not {base_name}")
+    arch = str(gguf_metadata(ref.path, ("general.architecture",))["general.architecture"])
+    heads = gguf_metadata(ref.path, (f"{arch}.attention.head_count", f"{arch}.attention.head_count_kv"))
+    n_head = int(heads.get(f"{arch}.attention.head_count", 0))
+    n_head_kv = int(heads.get(f"{arch}.attention.head_count_kv", n_head))
+    tensors = load_file(str(weights_path))
+    np_dtype = np.float16 if dtype == "f16" else np.float32
+    writer = gguf.GGUFWriter(str(out), arch)
+    writer.add_type(gguf.GGUFType.ADAPTER)
+    writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
+    writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, float(cfg.get("lora_alpha", cfg.get("r", 1))))
+    written = 0
+    for name in sorted(tensors):
+        match = _NAME.search(name)
+        if not match:
+            raise DataError(f"unexpected tensor {name} in {weights_path}; only LoRA on attention/MLP projections "
+                            "can be exported")
+        layer, module, ab = match.groups()
+        if module not in _MODULES:
+            raise DataError(f"LoRA on {module} cannot be exported to llama.cpp")
+        array = tensors[name].astype(np.float32)
+        if ab == "B" and arch == "llama" and module in ("self_attn.q_proj", "self_attn.k_proj"):
+            array = _permute_rows(array, n_head if module.endswith("q_proj") else n_head_kv)
+        writer.add_tensor(f"blk.{layer}.{_MODULES[module]}.weight.lora_{ab.lower()}", array.astype(np_dtype))
+        written += 1
+    out.parent.mkdir(parents=True, exist_ok=True)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return {"path": str(out), "bytes": out.stat().st_size, "tensors": written, "base_model": base_name, "arch": arch}
+
+
+def _base_name(adapter_dir: Path, cfg: dict) -> str:
+    meta = adapter_dir / "training.json"
+    if meta.is_file():
+        return json.loads(meta.read_text())["base_model"]
+    raise ModelError(f"cannot tell the base model of {adapter_dir}; pass --base-model")

@@ -1,0 +1,202 @@
+"""LoRA fine-tuning of a student on SFT chat data with transformers + peft (CPU or CUDA, resumable).
+
+The base weights come from the same packaged GGUF the llama.cpp backend runs (transformers dequantises it), so the
+adapter matches the on-device student. Checkpoints go to ``<out>/checkpoints``; rerunning the same command resumes
+from the last one. The result is a standard peft adapter folder plus ``training.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from duomem.errors import ConfigError, DataError
+from duomem.jsonl import atomic_write_json
+
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+TRAINING_META = "training.json"
+
+
+class LoraConfig(BaseModel):
+    """LoRA and optimisation settings (the paper: rank 8-32 with alpha = 2 x rank)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rank: int = Field(16, ge=1, le=256)
+    alpha: int | None = Field(None, ge=1)
+    """Default: 2 x rank."""
+    dropout: float = Field(0.05, ge=0, lt=1)
+    targets: tuple[str, ...] = LORA_TARGETS
+    epochs: float = Field(2.0, gt=0)
+    max_steps: int | None = Field(None, ge=1)
+    learning_rate: float = Field(2e-4, gt=0)
+    batch_size: int = Field(4, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    max_length: int = Field(4096, ge=128)
+    warmup_ratio: float = Field(0.03, ge=0, lt=1)
+    save_steps: int = Field(50, ge=1)
+    seed: int = 0
+    gradient_checkpointing: bool = False
+
+    @property
+    def lora_alpha(self) -> int:
+        return self.alpha or 2 * self.rank
+
+
+def _data_hash(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _hardware(device: str) -> str:
+    import torch
+
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return f"{torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}"
+    return f"CPU {platform.machine()}, {torch.get_num_threads()} threads"
+
+
+class _ExamplesDataset:
+    def __init__(self, rows: list[dict]) -> None:
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.rows[i]
+
+
+def _collate(pad_id: int):
+    import torch
+
+    def collate(batch: list[dict]) -> dict:
+        width = max(len(b["input_ids"]) for b in batch)
+        ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+        labels = torch.full((len(batch), width), -100, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, b in enumerate(batch):
+            n = len(b["input_ids"])
+            ids[row, :n] = torch.tensor(b["input_ids"])
+            labels[row, :n] = torch.tensor(b["labels"])
+            mask[row, :n] = 1
+        return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+
+    return collate
+
+
+def train_lora(model_name: str, data: Path, out: Path, config: LoraConfig, device: str = "cpu",
+               threads: int | None = None) -> dict:
+    """Train (or resume training) a LoRA adapter; returns the ``training.json`` facts."""
+    import torch
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import get_peft_model
+    from transformers import Trainer, TrainingArguments, set_seed
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from duomem.distill.dataset import META_FILE, TRAIN_FILE, load_examples
+    from duomem.distill.tokenize import tokenize_example
+    from duomem.llm.hf import load_hf
+
+    data, out = Path(data), Path(out)
+    train_file = data / TRAIN_FILE if data.is_dir() else data
+    if not train_file.is_file():
+        raise DataError(f"no SFT data at {train_file}; make it with `duomem distill dataset`")
+    if threads:
+        torch.set_num_threads(threads)
+    data_hash = _data_hash(train_file)
+    run_key = {"model": model_name, "data_sha256": data_hash, "config": config.model_dump(mode="json")}
+    key_path = out / "train_config.json"
+    if key_path.is_file() and json.loads(key_path.read_text()) != run_key:
+        raise ConfigError(f"{out} holds training with other data or settings; use another --out or delete it")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(key_path, run_key)
+
+    set_seed(config.seed)
+    bundle = load_hf(model_name, device=device, for_training=True)
+    examples = load_examples(train_file)
+    rows, skipped, tokens, trained = [], 0, 0, 0
+    for messages in examples:
+        ex = tokenize_example(bundle, messages)
+        if len(ex.input_ids) > config.max_length:
+            skipped += 1
+            continue
+        rows.append({"input_ids": ex.input_ids, "labels": ex.labels})
+        tokens += len(ex.input_ids)
+        trained += ex.trained_tokens
+    if not rows:
+        raise DataError(f"every example is longer than --max-length {config.max_length}")
+
+    peft_config = PeftLoraConfig(r=config.rank, lora_alpha=config.lora_alpha, lora_dropout=config.dropout,
+                                 target_modules=list(config.targets), task_type="CAUSAL_LM", bias="none")
+    model = get_peft_model(bundle.model, peft_config)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    if config.gradient_checkpointing:
+        model.enable_input_require_grads()
+    cuda = device.startswith("cuda")
+    args = TrainingArguments(
+        output_dir=str(out / "checkpoints"), per_device_train_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.grad_accum, num_train_epochs=config.epochs,
+        max_steps=config.max_steps or -1, learning_rate=config.learning_rate, lr_scheduler_type="cosine",
+        warmup_steps=config.warmup_ratio, logging_steps=1, save_steps=config.save_steps, save_total_limit=2,
+        report_to=[], seed=config.seed, data_seed=config.seed, bf16=cuda and torch.cuda.is_bf16_supported(),
+        use_cpu=not cuda, dataloader_num_workers=0, remove_unused_columns=False,
+        gradient_checkpointing=config.gradient_checkpointing, disable_tqdm=False,
+        ddp_find_unused_parameters=False,
+    )
+    trainer = Trainer(model=model, args=args, train_dataset=_ExamplesDataset(rows),
+                      data_collator=_collate(bundle.tokenizer.pad_token_id))
+    last = get_last_checkpoint(str(out / "checkpoints")) if (out / "checkpoints").is_dir() else None
+    start = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=last)
+    wall = time.perf_counter() - start
+    if trainer.is_world_process_zero():
+        model.save_pretrained(str(out))
+    steps_done = trainer.state.global_step
+    losses = [{"step": h["step"], "loss": round(h["loss"], 5)} for h in trainer.state.log_history if "loss" in h]
+    epochs_run = float(result.metrics.get("epoch", config.epochs))
+    tokens_seen = int(tokens * epochs_run)
+    meta = {
+        "base_model": model_name,
+        "data": str(train_file),
+        "data_sha256": data_hash,
+        "dataset": json.loads((train_file.parent / META_FILE).read_text()) if (train_file.parent / META_FILE).is_file() else None,
+        "examples": len(rows),
+        "skipped_too_long": skipped,
+        "tokens_per_epoch": tokens,
+        "trained_tokens_per_epoch": trained,
+        "epochs": epochs_run,
+        "steps": steps_done,
+        "resumed_from": last,
+        "trainable_params": trainable,
+        "total_params": total,
+        "rank": config.rank,
+        "alpha": config.lora_alpha,
+        "targets": list(config.targets),
+        "device": device,
+        "world_size": int(os.environ.get("WORLD_SIZE", "1")),
+        "hardware": _hardware(device),
+        "wall_s": wall,
+        "train_tokens_per_s": tokens_seen / wall if wall > 0 and not last else None,
+        "loss_first": losses[0]["loss"] if losses else None,
+        "loss_last": losses[-1]["loss"] if losses else None,
+        "loss_curve": losses,
+        "config": config.model_dump(mode="json"),
+        "adapter_bytes": sum(f.stat().st_size for f in out.glob("adapter_model.*")),
+    }
+    if trainer.is_world_process_zero():
+        atomic_write_json(out / TRAINING_META, meta)
+    return meta
+
+
+def trainable_summary(meta: dict[str, Any]) -> str:
+    return (f"{meta['trainable_params'] / 1e6:.2f}M trainable of {meta['total_params'] / 1e6:.0f}M, "
+            f"{meta['steps']} steps, loss {meta['loss_first']} -> {meta['loss_last']}, "
+            f"{meta['wall_s']:.0f}s on {meta['hardware']}")

@@ -1,0 +1,258 @@
+"""Hugging Face transformers backend: HF checkpoints or packaged GGUF files (dequantised by transformers), with
+optional peft adapters, on CPU or CUDA. Also serves batched generation for many episodes at once."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from duomem.errors import ModelError
+from duomem.llm.base import Completion, Message
+from duomem.llm.chat_template import render_chat
+from duomem.llm.registry import ModelRef, gguf_metadata, resolve
+
+
+@dataclass
+class HFBundle:
+    """A loaded model with what is needed to prompt it exactly as the llama.cpp backend does."""
+
+    model: Any
+    tokenizer: Any
+    chat_template: str | None
+    add_bos: bool
+    arch: str
+    name: str
+
+
+def _quiet_transformers() -> None:
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def load_hf(ref: ModelRef | str, device: str = "cpu", dtype: str = "auto", for_training: bool = False) -> HFBundle:
+    """Load weights and tokenizer. A GGUF model is dequantised (fp32 on CPU, bf16 on CUDA unless ``dtype``)."""
+    try:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+    except ImportError as exc:
+        raise ModelError("the transformers backend needs torch and transformers: pip install torch==2.13.0 "
+                         "'duomem[train]'") from exc
+    _quiet_transformers()
+    ref = resolve(ref) if isinstance(ref, str) else ref
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelError("--device cuda was asked for but torch sees no CUDA device")
+    if dtype == "auto":
+        torch_dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    else:
+        torch_dtype = getattr(torch, dtype)
+    kwargs: dict[str, Any] = {}
+    if ref.kind == "gguf":
+        assert ref.path is not None
+        source, kwargs["gguf_file"] = str(ref.path.parent), ref.path.name
+        meta = gguf_metadata(ref.path, ("general.architecture", "tokenizer.chat_template",
+                                        "tokenizer.ggml.add_bos_token"))
+        template = meta.get("tokenizer.chat_template")
+        add_bos = bool(meta.get("tokenizer.ggml.add_bos_token", False))
+        arch = str(meta.get("general.architecture", ""))
+    elif ref.kind == "hf":
+        source = ref.hf_id or ""
+        template, add_bos, arch = None, False, ""
+    else:
+        raise ModelError(f"{ref.name} cannot be loaded with transformers")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, **kwargs)
+    except OSError as exc:
+        raise ModelError(f"cannot load {ref.name} with transformers ({str(exc).splitlines()[0]}); without network "
+                         "use a packaged model name") from exc
+    if ref.kind == "hf":
+        template = tokenizer.chat_template
+        add_bos = bool(getattr(tokenizer, "add_bos_token", False))
+        arch = getattr(model.config, "model_type", "")
+    if getattr(model, "hf_quantizer", None) is not None:
+        # transformers tags GGUF-loaded models as quantised; the weights are plain dequantised tensors.
+        model.hf_quantizer = None
+        model.is_quantized = False
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.to(device)
+    if not for_training:
+        model.eval()
+    return HFBundle(model=model, tokenizer=tokenizer, chat_template=template, add_bos=add_bos, arch=arch,
+                    name=ref.name)
+
+
+def render(bundle: HFBundle, messages: Sequence[Message], add_generation_prompt: bool = True) -> str:
+    if not bundle.chat_template:
+        text = "\n\n".join(m["content"] for m in messages)
+        return text + "\n" if add_generation_prompt else text
+    bos = bundle.tokenizer.bos_token or ""
+    eos = bundle.tokenizer.eos_token or ""
+    return render_chat(bundle.chat_template, messages, bos, eos, add_generation_prompt)
+
+
+def encode(bundle: HFBundle, text: str) -> list[int]:
+    """Token ids of ``text`` as the llama.cpp backend makes them (special tokens parsed, BOS per the model)."""
+    ids = bundle.tokenizer(text, add_special_tokens=False)["input_ids"]
+    bos = bundle.tokenizer.bos_token_id
+    if bundle.add_bos and bos is not None and (not ids or ids[0] != bos):
+        ids = [bos, *ids]
+    return list(ids)
+
+
+class TransformersChatModel:
+    """Greedy (or sampled) chat completion with transformers; the KV cache of the last call is reused when the next
+    prompt extends it. ``complete_batch`` generates for many conversations in one padded batch."""
+
+    def __init__(self, bundle: HFBundle, n_ctx: int = 8192, seed: int = 0) -> None:
+        self.bundle = bundle
+        self.name = bundle.name
+        max_pos = getattr(bundle.model.config, "max_position_embeddings", n_ctx) or n_ctx
+        self.context_length = min(n_ctx, int(max_pos))
+        self.seed = seed
+        self._cache = None
+        self._cached_ids: list[int] = []
+
+    @classmethod
+    def from_ref(cls, ref: ModelRef, adapter: str | None = None, device: str = "cpu", seed: int = 0,
+                 n_ctx: int = 8192, threads: int | None = None) -> TransformersChatModel:
+        import torch
+
+        if threads:
+            torch.set_num_threads(threads)
+        bundle = load_hf(ref, device=device)
+        if adapter:
+            bundle.model = attach_adapter(bundle.model, adapter)
+        return cls(bundle, n_ctx=n_ctx, seed=seed)
+
+    @property
+    def device(self):
+        return next(self.bundle.model.parameters()).device
+
+    def count_tokens(self, messages: Sequence[Message]) -> int:
+        return len(encode(self.bundle, render(self.bundle, messages)))
+
+    def _stop_ids(self) -> list[int]:
+        tok = self.bundle.tokenizer
+        ids = {tok.eos_token_id}
+        for special in ("<|im_end|>", "<|endoftext|>", "<end_of_turn>", "<|eot_id|>"):
+            tid = tok.convert_tokens_to_ids(special)
+            if isinstance(tid, int) and tid >= 0 and tid != tok.unk_token_id:
+                ids.add(tid)
+        return [i for i in ids if i is not None]
+
+    def _generation_kwargs(self, max_tokens: int, temperature: float) -> dict:
+        kwargs: dict[str, Any] = {"max_new_tokens": max_tokens, "eos_token_id": self._stop_ids(),
+                                  "pad_token_id": self.bundle.tokenizer.pad_token_id}
+        if temperature > 0:
+            kwargs.update(do_sample=True, temperature=temperature, top_p=1.0, top_k=0)
+        else:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        return kwargs
+
+    @staticmethod
+    def _cut(text: str, stop: Sequence[str]) -> str:
+        for s in stop:
+            if s and s in text:
+                text = text[: text.index(s)]
+        return text
+
+    def complete(self, messages: Sequence[Message], max_tokens: int = 64, stop: Sequence[str] = (),
+                 temperature: float = 0.0, seed: int | None = None) -> Completion:
+        import torch
+        from transformers import DynamicCache
+
+        ids = encode(self.bundle, render(self.bundle, messages))
+        if len(ids) + max_tokens > self.context_length:
+            raise ModelError(f"prompt of {len(ids)} tokens + {max_tokens} new ones exceeds the context of "
+                             f"{self.context_length}")
+        prefix = 0
+        for a, b in zip(self._cached_ids, ids, strict=False):
+            if a != b:
+                break
+            prefix += 1
+        prefix = min(prefix, len(ids) - 1)
+        if self._cache is None or prefix == 0:
+            self._cache, prefix = DynamicCache(), 0
+        else:
+            drop = self._cache.get_seq_length() - prefix
+            if drop > 0:
+                self._cache.crop(-drop)
+        if seed is not None:
+            torch.manual_seed(seed)
+        start = time.perf_counter()
+        with torch.no_grad():
+            out = self.bundle.model.generate(torch.tensor([ids], device=self.device), past_key_values=self._cache,
+                                             use_cache=True, **self._generation_kwargs(max_tokens, temperature))
+        seconds = time.perf_counter() - start
+        new = out[0, len(ids):].tolist()
+        stop_ids = set(self._stop_ids())
+        finish = "length"
+        if new and new[-1] in stop_ids:
+            new, finish = new[:-1], "stop"
+        text = self.bundle.tokenizer.decode(new, skip_special_tokens=True)
+        cut = self._cut(text, stop)
+        if cut != text:
+            finish = "stop"
+        self._cached_ids = out[0].tolist()
+        return Completion(text=cut, prompt_tokens=len(ids), completion_tokens=len(new), seconds=seconds,
+                          cached_tokens=prefix, finish_reason=finish)
+
+    def complete_batch(self, conversations: Sequence[Sequence[Message]], max_tokens: int = 64,
+                       stop: Sequence[str] = (), temperature: float = 0.0, seed: int | None = None) -> list[Completion]:
+        """One left-padded batched ``generate`` for several conversations (no KV reuse across calls)."""
+        import torch
+
+        if not conversations:
+            return []
+        encoded = [encode(self.bundle, render(self.bundle, m)) for m in conversations]
+        width = max(len(e) for e in encoded)
+        pad = self.bundle.tokenizer.pad_token_id
+        input_ids = torch.full((len(encoded), width), pad, dtype=torch.long)
+        attention = torch.zeros((len(encoded), width), dtype=torch.long)
+        for row, ids in enumerate(encoded):
+            input_ids[row, width - len(ids):] = torch.tensor(ids)
+            attention[row, width - len(ids):] = 1
+        if seed is not None:
+            torch.manual_seed(seed)
+        start = time.perf_counter()
+        with torch.no_grad():
+            out = self.bundle.model.generate(input_ids.to(self.device), attention_mask=attention.to(self.device),
+                                             **self._generation_kwargs(max_tokens, temperature))
+        seconds = time.perf_counter() - start
+        stop_ids = set(self._stop_ids())
+        results = []
+        for row, ids in enumerate(encoded):
+            new = out[row, width:].tolist()
+            for i, t in enumerate(new):
+                if t in stop_ids:
+                    new = new[:i]
+                    break
+            text = self._cut(self.bundle.tokenizer.decode(new, skip_special_tokens=True), stop)
+            results.append(Completion(text=text, prompt_tokens=len(ids), completion_tokens=len(new),
+                                      seconds=seconds / len(encoded)))
+        return results
+
+    def close(self) -> None:
+        self._cache = None
+        self.bundle.model.to("cpu")
+
+
+def attach_adapter(model: Any, adapter: str) -> Any:
+    """Wrap ``model`` with a peft adapter folder (merged for speed at inference)."""
+    path = Path(adapter)
+    if not (path / "adapter_config.json").is_file():
+        raise ModelError(f"{adapter} is not a peft adapter folder (no adapter_config.json); the transformers backend "
+                         "needs the folder `duomem distill train` wrote")
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(model, str(path)).merge_and_unload()

@@ -1,0 +1,140 @@
+"""A memory bank: a folder with ``memories.jsonl``, ``embeddings.npy`` and ``manifest.json``; top-k retrieval by
+similarity of task descriptions, never returning memories of the episode's own game."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from pydantic import ValidationError
+
+from duomem.envs.base import TaskSpec
+from duomem.errors import DataError
+from duomem.jsonl import atomic_write_json, atomic_write_text, read_jsonl
+from duomem.memory.embed import BM25Index, Embedder, load_embedder
+from duomem.memory.entry import MemoryEntry, MemoryFormat
+
+MEMORIES = "memories.jsonl"
+EMBEDDINGS = "embeddings.npy"
+MANIFEST = "manifest.json"
+FORMAT_VERSION = 1
+
+
+def bank_size_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in Path(path).glob("*") if f.is_file() and f.name in (MEMORIES, EMBEDDINGS, MANIFEST))
+
+
+@dataclass
+class MemoryBank:
+    path: Path
+    entries: list[MemoryEntry]
+    manifest: dict
+    embeddings: np.ndarray | None
+
+    # --- persistence ---------------------------------------------------------------------------------------------
+    @classmethod
+    def create(cls, path: Path, entries: list[MemoryEntry], embedder: Embedder | None, fmt: MemoryFormat,
+               extra: dict | None = None) -> MemoryBank:
+        """Write a bank: the entries, their goal embeddings (or none for BM25) and a manifest."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path / MEMORIES, "".join(e.model_dump_json() + "\n" for e in entries))
+        embeddings = None
+        if embedder is not None:
+            embeddings = embedder.embed([e.goal for e in entries]) if entries else np.zeros((0, 1), np.float32)
+            tmp = path / f".{EMBEDDINGS}.tmp"
+            with tmp.open("wb") as fh:
+                np.save(fh, embeddings)
+            tmp.replace(path / EMBEDDINGS)
+        elif (path / EMBEDDINGS).exists():
+            (path / EMBEDDINGS).unlink()
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "n_entries": len(entries),
+            "retrieval": "embedding" if embedder is not None else "bm25",
+            "embedder": embedder.name if embedder is not None else None,
+            "dim": int(embeddings.shape[1]) if embeddings is not None and len(entries) else None,
+            "memory_format": fmt,
+            "writers": sorted({e.writer for e in entries if e.writer}),
+            "source_splits": sorted({e.source_split for e in entries}),
+            "source_policies": sorted({e.source_policy for e in entries}),
+            "source_models": sorted({e.source_model for e in entries if e.source_model}),
+            "per_type": {t: sum(e.task_type == t for e in entries) for t in sorted({e.task_type for e in entries})},
+            "writer_tokens": {"prompt": sum(e.prompt_tokens for e in entries),
+                              "completion": sum(e.completion_tokens for e in entries)},
+            **(extra or {}),
+        }
+        atomic_write_json(path / MANIFEST, manifest)
+        manifest["size_bytes"] = bank_size_bytes(path)
+        atomic_write_json(path / MANIFEST, manifest)
+        return cls(path=path, entries=entries, manifest=manifest, embeddings=embeddings)
+
+    @classmethod
+    def load(cls, path: str | Path) -> MemoryBank:
+        """Open a bank, checking that its files agree; a damaged bank is a one-line error."""
+        path = Path(path)
+        fix = f"rebuild it with `duomem memory build ... --out {path}`"
+        if not (path / MANIFEST).is_file() or not (path / MEMORIES).is_file():
+            raise DataError(f"{path} is not a memory bank (needs {MANIFEST} and {MEMORIES}); {fix}")
+        try:
+            manifest = json.loads((path / MANIFEST).read_text())
+            entries = [MemoryEntry.model_validate(r) for r in read_jsonl(path / MEMORIES)]
+        except (json.JSONDecodeError, ValidationError, DataError) as exc:
+            raise DataError(f"memory bank {path} is corrupted ({str(exc).splitlines()[0]}); {fix}") from exc
+        if manifest.get("n_entries") != len(entries):
+            raise DataError(f"memory bank {path} is corrupted: manifest says {manifest.get('n_entries')} entries, "
+                            f"{MEMORIES} has {len(entries)}; {fix}")
+        embeddings = None
+        if manifest.get("retrieval") == "embedding":
+            try:
+                embeddings = np.load(path / EMBEDDINGS, allow_pickle=False)
+            except (OSError, ValueError) as exc:
+                raise DataError(f"memory bank {path} is corrupted ({EMBEDDINGS}: {exc}); {fix}") from exc
+            if embeddings.shape[0] != len(entries):
+                raise DataError(f"memory bank {path} is corrupted: {embeddings.shape[0]} embeddings for "
+                                f"{len(entries)} memories; {fix}")
+        return cls(path=path, entries=entries, manifest=manifest, embeddings=embeddings)
+
+    # --- retrieval -----------------------------------------------------------------------------------------------
+    def _scorer(self):
+        if self.manifest.get("retrieval") == "embedding":
+            embedder = load_embedder(self.manifest["embedder"])
+            return lambda query: self.embeddings @ embedder.embed([query])[0]
+        index = BM25Index([e.goal for e in self.entries])
+        return index.scores
+
+    def search(self, query: str, k: int, exclude_game: str | None = None, scorer=None) -> list[tuple[MemoryEntry, float]]:
+        """The ``k`` memories whose task descriptions are most similar to ``query``, best first (ties: bank
+        order), leaving out memories made from ``exclude_game``."""
+        if not self.entries or k <= 0:
+            return []
+        scores = (scorer or self._scorer())(query)
+        order = sorted(range(len(self.entries)), key=lambda i: (-float(scores[i]), i))
+        out = []
+        for i in order:
+            entry = self.entries[i]
+            if exclude_game and exclude_game in entry.source_game_ids:
+                continue
+            out.append((entry, float(scores[i])))
+            if len(out) == k:
+                break
+        return out
+
+    def retriever(self, top_k: int) -> BankRetriever:
+        return BankRetriever(self, top_k)
+
+
+class BankRetriever:
+    """What the agent calls: memories for a task, its own game excluded (no leakage)."""
+
+    def __init__(self, bank: MemoryBank, top_k: int) -> None:
+        self.bank = bank
+        self.top_k = top_k
+        self.fmt: MemoryFormat = bank.manifest.get("memory_format", "both")
+        self._scorer = bank._scorer()
+
+    def retrieve_for(self, task: TaskSpec) -> list[tuple[str, str]]:
+        hits = self.bank.search(task.goal, self.top_k, exclude_game=task.game_id, scorer=self._scorer)
+        return [(entry.id, entry.text(self.fmt)) for entry, _ in hits]

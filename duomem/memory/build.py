@@ -1,0 +1,96 @@
+"""Build a memory bank from a trajectories file: pick trajectories, write memories (resumable), dedupe, embed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from duomem.agent.trajectory import Trajectory
+from duomem.errors import DataError
+from duomem.jsonl import JsonlAppender, read_jsonl
+from duomem.llm.base import ChatModel
+from duomem.memory.bank import MemoryBank
+from duomem.memory.embed import DEFAULT_EMBEDDER, load_embedder, neural_retrieval_available
+from duomem.memory.entry import MemoryEntry, MemoryFormat
+from duomem.memory.writer import MemoryWriter, memory_id
+
+WRITTEN = "written.jsonl"
+
+
+def load_trajectories(path: Path) -> list[Trajectory]:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"trajectories file {path} does not exist; make one with `duomem collect`")
+    try:
+        return [Trajectory.model_validate(r) for r in read_jsonl(path)]
+    except Exception as exc:
+        raise DataError(f"{path} is not a trajectories file ({str(exc).splitlines()[0]})") from exc
+
+
+def select_trajectories(trajs: list[Trajectory], include_failures: bool, per_game: int = 1,
+                        max_entries: int | None = None) -> list[Trajectory]:
+    """Up to ``per_game`` trajectories per game (won first, then shortest), distinct action lists, in game
+    order; failures only with ``include_failures`` (the self-memory baseline)."""
+    by_game: dict[str, list[Trajectory]] = {}
+    for t in trajs:
+        if t.won or include_failures:
+            by_game.setdefault(t.game_id, []).append(t)
+    chosen: list[Trajectory] = []
+    for game in sorted(by_game):
+        seen: set[tuple[str, ...]] = set()
+        ranked = sorted(by_game[game], key=lambda t: (not t.won, len(t.actions), t.sample))
+        kept = 0
+        for t in ranked:
+            if tuple(t.actions) in seen or kept >= per_game:
+                continue
+            seen.add(tuple(t.actions))
+            chosen.append(t)
+            kept += 1
+    return chosen[:max_entries] if max_entries else chosen
+
+
+def dedupe(entries: list[MemoryEntry]) -> list[MemoryEntry]:
+    """Merge memories with the same type, script and actions (their sources are kept)."""
+    merged: dict[tuple, MemoryEntry] = {}
+    for e in entries:
+        key = (e.task_type, e.goal, e.script, tuple(e.actions))
+        if key in merged:
+            m = merged[key]
+            m.source_game_ids += [g for g in e.source_game_ids if g not in m.source_game_ids]
+            m.source_trajectory_ids += e.source_trajectory_ids
+        else:
+            merged[key] = e.model_copy(deep=True)
+    return list(merged.values())
+
+
+def build_bank(trajectories: Path, out: Path, writer: ChatModel | None, fmt: MemoryFormat = "both",
+               include_failures: bool = False, per_game: int = 1, max_entries: int | None = None,
+               embedder: str | None = DEFAULT_EMBEDDER,
+               on_progress: Callable[[int, int], None] | None = None) -> MemoryBank:
+    """Write one memory per selected trajectory into ``out`` (``written.jsonl`` is the resumable log), then
+    dedupe, embed the task descriptions and write the bank. ``embedder`` None or ``bm25`` means BM25."""
+    out = Path(out)
+    selected = select_trajectories(load_trajectories(trajectories), include_failures, per_game, max_entries)
+    if not selected:
+        raise DataError(f"{trajectories} has no {'' if include_failures else 'won '}trajectories to write "
+                        "memories from")
+    done = {r["id"]: MemoryEntry.model_validate(r) for r in read_jsonl(out / WRITTEN)}
+    memory_writer = MemoryWriter(writer, fmt)
+    with JsonlAppender(out / WRITTEN) as log:
+        for i, traj in enumerate(selected):
+            if memory_id(traj) not in done:
+                entry = memory_writer.write(traj)
+                log.append(entry.model_dump_json())
+                done[entry.id] = entry
+            if on_progress:
+                on_progress(i + 1, len(selected))
+    entries = dedupe([done[memory_id(t)] for t in selected])
+    if embedder in (None, "bm25"):
+        emb = None
+    elif not neural_retrieval_available():
+        emb = None  # no torch here: fall back to BM25 (recorded in the manifest)
+    else:
+        emb = load_embedder(embedder)
+    return MemoryBank.create(out, entries, emb, fmt, extra={"source_file": str(trajectories),
+                                                            "include_failures": include_failures,
+                                                            "per_game": per_game})
