@@ -9,7 +9,9 @@ from duomem.agent.parsing import parse_action
 from duomem.agent.prompts import conversation, fit_history, task_prompt
 from duomem.agent.trajectory import Trajectory
 from duomem.envs.base import Observation, TaskSpec
-from duomem.llm.base import ChatModel
+from duomem.llm.base import ChatModel, Completion
+
+STOP = ("\n",)
 
 
 class MemoryRetriever(Protocol):
@@ -55,8 +57,15 @@ class ReActAgent:
         return fit_history(full, self.model.count_tokens, self.budget, self.history_window)
 
     def act(self, trajectory: Trajectory, observation: Observation) -> Decision:
-        completion = self.model.complete(self.messages(trajectory), max_tokens=self.max_new_tokens, stop=("\n",),
-                                         temperature=self.temperature, seed=self._seed + len(trajectory.steps))
+        completion = self.model.complete(self.messages(trajectory), max_tokens=self.max_new_tokens, stop=STOP,
+                                         temperature=self.temperature, seed=self.step_seed(trajectory))
+        return self.decide(trajectory, observation, completion)
+
+    def step_seed(self, trajectory: Trajectory) -> int:
+        return self._seed + len(trajectory.steps)
+
+    def decide(self, trajectory: Trajectory, observation: Observation, completion: Completion) -> Decision:
+        """Turn the model's answer into a decision (used directly by the batched runner)."""
         recent = trajectory.steps[-self.max_consecutive_thinks:] if self.max_consecutive_thinks else []
         may_think = len(recent) < self.max_consecutive_thinks or any(s.kind != "think" for s in recent)
         parsed = parse_action(completion.text, observation.admissible_commands, allow_think=may_think)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Annotated
 
@@ -48,3 +49,71 @@ def prepare_command(
         table.add_row(split, str(n), *[str(report.per_type[split].get(t, 0)) for t in TASK_TYPES])
     console.print(table)
     console.print(f"built {report.built} game files, verified {report.verified} games (cached results reused)")
+
+
+def _ints(text: str | None, what: str) -> list[int] | None:
+    """``"1,2,301"`` or ``"1-30,301"`` -> numbers."""
+    from duomem.errors import ConfigError
+
+    if text is None or not text.strip():
+        return None
+    out: list[int] = []
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        try:
+            if "-" in part:
+                lo, hi = (int(x) for x in part.split("-", 1))
+                out.extend(range(lo, hi + 1))
+            else:
+                out.append(int(part))
+        except ValueError:
+            raise ConfigError(f"--{what} takes numbers or ranges like 1,2,301 or 1-30, not {part!r}") from None
+    return out
+
+
+@app.command("generate")
+def generate_command(
+    out: Annotated[Path, typer.Option(help="Folder for the new task set (json_2.1.1/, index/, generation.json).")],
+    n: Annotated[int, typer.Option("--n", help="Train tasks to generate.")],
+    seed: Annotated[int, typer.Option(help="Random seed: the same arguments give the same files.")] = 0,
+    task_types: Annotated[str | None, typer.Option(help=f"Comma-separated, from {','.join(TASK_TYPES)} "
+                                                        "(default all, taking turns).")] = None,
+    scenes: Annotated[str | None, typer.Option(help="Floor plans, e.g. 1,2,301 or 1-30 (default all 120: kitchens "
+                                                    "1-30, living rooms 201-230, bedrooms 301-330, bathrooms "
+                                                    "401-430).")] = None,
+    test_n: Annotated[int, typer.Option(help="Test tasks, on floor plans held out of training.")] = 0,
+    test_scenes: Annotated[str | None, typer.Option(help="Floor plans for the test split (default: a seeded 20% "
+                                                         "of each room type, removed from training).")] = None,
+    verify: Annotated[str, typer.Option(help="expert: ALFWorld's handcoded expert must win within 50 steps; "
+                                             "load: the game must load; none: no check.")] = "expert",
+    workers: Annotated[int, typer.Option(help="Processes that build and check games.")] = 1,
+) -> None:
+    """Generate new ALFWorld-compatible tasks offline, from the floor plans shipped with the alfworld package."""
+    from duomem.envs.generate import generate_tasks
+
+    types = [t.strip() for t in task_types.split(",") if t.strip()] if task_types else None
+    report = generate_tasks(out, n=n, seed=seed, task_types=types, scenes=_ints(scenes, "scenes"), test_n=test_n,
+                            test_scenes=_ints(test_scenes, "test-scenes"), verify=verify, workers=workers)
+    table = Table(title=f"Generated tasks in {Path(out).expanduser().resolve()} (seed {seed}, verify {verify})")
+    table.add_column("split")
+    table.add_column("scenes", justify="right")
+    table.add_column("games", justify="right")
+    for t in report["task_types"]:
+        table.add_column(t, justify="right")
+    table.add_column("rejected", justify="right")
+    for split, info in report["splits"].items():
+        table.add_row(split, str(len(info["scenes"])), str(info["generated"]),
+                      *[str(info["per_type"].get(t, 0)) for t in report["task_types"]], str(info["rejected"]))
+    console.print(table)
+    if report["rejected"]:
+        for reason, count in report["rejections"].items():
+            per_type = Counter()
+            for info in report["splits"].values():
+                for t, reasons in info["rejections_per_type"].items():
+                    per_type[t] += reasons.get(reason, 0)
+            detail = ", ".join(f"{t} {c}" for t, c in per_type.items() if c)
+            example = report["rejection_examples"].get(reason, "")
+            console.print(f"rejected {count}x: {reason} ({detail}; e.g. {example})", highlight=False)
+    else:
+        console.print("no sample was rejected")
+    console.print(f"{report['seconds']}s; use the set with load_tasks(split, {str(out)!r}) or data.tasks in a "
+                  "pipeline config", highlight=False)

@@ -45,6 +45,8 @@ def eval_command(
     games: Games = None,
     max_steps: Annotated[int, typer.Option(help="Turn limit per episode (thoughts count).")] = 50,
     workers: Annotated[int, typer.Option(help="Parallel episode processes (1 thread each).")] = 1,
+    batch: Annotated[int, typer.Option(help="transformers backend: episodes stepped together, one batched "
+                                            "generate per step (games in worker processes).")] = 1,
     adapter: Annotated[str | None, typer.Option(help="LoRA adapter: peft folder or GGUF LoRA file.")] = None,
     memory: Annotated[str | None, typer.Option(help="Memory bank folder.")] = None,
     top_k: Annotated[int, typer.Option("--top-k", help="Memories retrieved per task.")] = 2,
@@ -63,7 +65,8 @@ def eval_command(
 ) -> None:
     """Evaluate a policy; resumable (rerun the same command to continue)."""
     from duomem.envs.alfworld_data import load_tasks
-    from duomem.eval.runner import run_rollouts, select_games
+    from duomem.eval.batched import evaluate
+    from duomem.eval.runner import select_games
 
     spec = _spec(policy=policy, model=model, max_steps=max_steps, adapter=adapter, memory=memory, top_k=top_k,
                  shots=shots, history_window=history_window, backend=backend, device=device, threads=threads,
@@ -71,7 +74,8 @@ def eval_command(
     chosen = select_games(load_tasks(split, tasks), games, seed)
     name = name or _default_name(spec, split, games)
     out = out or Path("runs") / "eval" / name
-    result = run_rollouts(spec, chosen, out, name=name, samples=samples, workers=workers, show_progress=progress)
+    result = evaluate(spec, chosen, out, name=name, workers=workers, batch=batch, samples=samples,
+                      show_progress=progress)
     s = result.summary
     console.print(f"{name}: {s['n_won']}/{s['n_episodes']} won ({100 * s['success_rate']:.1f}%), "
                   f"{s['wall_s_per_episode']:.1f} s/episode; records and summary in {out}")

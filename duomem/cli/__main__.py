@@ -1,0 +1,3 @@
+from duomem.cli.main import main
+
+main()

@@ -1,0 +1,158 @@
+"""The pipeline's typed configuration: a YAML file plus ``key.path=value`` overrides, checked before any work."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from duomem.errors import ConfigError
+
+CONFIG_NAMES = ("nomem", "own_memory", "teacher_memory", "lora", "lora_own_memory", "duomem", "teacher")
+DEFAULT_CONFIGS = ("nomem", "own_memory", "teacher_memory", "lora_own_memory", "duomem", "teacher")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StudentConfig(_Strict):
+    model: str = "smollm2-135m"
+    """The on-device student (a packaged model name, a .gguf path or hf:ORG/NAME)."""
+    shots: int = Field(2, ge=0, le=2)
+    n_ctx: int = Field(8192, ge=1024)
+
+
+class TeacherConfig(_Strict):
+    policy: Literal["expert", "llm"] = "expert"
+    """``expert``: ALFWorld's handcoded oracle. ``llm``: a model, e.g. ``openai:Qwen2.5-72B-Instruct@http://host/v1``."""
+    model: str | None = None
+    shots: int = Field(2, ge=0, le=2)
+    samples_per_task: int = Field(2, ge=1, le=8)
+    explore: float = Field(0.3, ge=0, le=1)
+    temperature: float = Field(0.7, ge=0, le=2)
+
+    @model_validator(mode="after")
+    def _model_for_llm(self) -> TeacherConfig:
+        if self.policy == "llm" and not self.model:
+            raise ValueError("an llm teacher needs teacher.model")
+        if self.policy == "expert" and self.model:
+            raise ValueError("the expert teacher takes no model (set teacher.policy: llm)")
+        return self
+
+
+class MemoryConfig(_Strict):
+    teacher_writer: str = "qwen2.5-coder-1.5b"
+    student_writer: str | None = None
+    """Default: the student model itself (MemP-style self-memory)."""
+    format: Literal["script", "trajectory", "both"] = "both"
+    embedder: str = "minilm"
+    top_k: int = Field(2, ge=1, le=16)
+    """Used when ``eval.k_sweep`` is empty."""
+    games: int | None = Field(120, ge=1)
+    """Train tasks (a seeded, type-balanced subset of the collected ones) that memories are written from."""
+
+
+class DataConfig(_Strict):
+    source: Literal["alfworld", "generated"] = "alfworld"
+    tasks: str | None = None
+    """Folder of a task set with ``index/<split>.jsonl`` (default: the prepared ALFWorld sets)."""
+    train_split: str = "train"
+    train_games: int | None = Field(600, ge=1)
+    """Train tasks the teacher plays (None: all)."""
+    student_train_games: int | None = Field(120, ge=1)
+    """Train tasks the student plays for its own memory."""
+    eval_split: str = "valid_unseen"
+    eval_games: int | None = Field(None, ge=1)
+    tune_split: str = "valid_seen"
+    tune_games: int | None = Field(None, ge=1)
+    generate_n: int = Field(600, ge=6)
+    """With ``source: generated``: how many train tasks to generate (see ``duomem data generate``)."""
+
+
+class LoraSettings(_Strict):
+    rank: int = Field(16, ge=1, le=256)
+    alpha: int | None = None
+    epochs: float = Field(2.0, gt=0)
+    max_steps: int | None = Field(None, ge=1)
+    learning_rate: float = Field(2e-4, gt=0)
+    batch_size: int = Field(4, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    max_length: int = Field(4096, ge=256)
+    device: str = "auto"
+    """``auto``: cuda when torch sees a GPU, else cpu (not part of the stage key)."""
+    keep_checkpoints: bool = False
+
+
+class EvalConfig(_Strict):
+    max_steps: int = Field(50, ge=1)
+    workers: int = Field(2, ge=1)
+    threads: int | None = Field(None, ge=1)
+    backend: Literal["llamacpp", "transformers"] = "llamacpp"
+    device: str = "cpu"
+    batch: int = Field(1, ge=1)
+    """transformers backend: episodes stepped together, one batched generate per step."""
+    k_sweep: list[int] = Field(default_factory=lambda: [1, 2, 4])
+    """Top-k values tried on ``data.tune_split`` with the teacher memory; the best is used everywhere."""
+    history_windows: list[int] = Field(default_factory=list)
+    """Extra DuoMem evaluations with only the last N turns in the prompt."""
+    configs: list[str] = Field(default_factory=lambda: list(DEFAULT_CONFIGS))
+
+    @model_validator(mode="after")
+    def _known(self) -> EvalConfig:
+        unknown = [c for c in self.configs if c not in CONFIG_NAMES]
+        if unknown:
+            raise ValueError(f"unknown configs {unknown}; choose from {list(CONFIG_NAMES)}")
+        if any(k < 1 for k in self.k_sweep):
+            raise ValueError("k_sweep values must be >= 1")
+        return self
+
+
+class PipelineConfig(_Strict):
+    name: str = "duomem"
+    output: str = "runs/duomem"
+    seed: int = 0
+    student: StudentConfig = Field(default_factory=StudentConfig)
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    memory: MemoryConfig = Field(default_factory=MemoryConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    lora: LoraSettings = Field(default_factory=LoraSettings)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+
+def _set_path(data: dict, dotted: str, raw: str) -> None:
+    keys = dotted.split(".")
+    node = data
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {dotted}: {key} is not a section")
+    node[keys[-1]] = yaml.safe_load(raw)
+
+
+def load_config(path: Path | None, overrides: list[str] = ()) -> PipelineConfig:
+    """Read ``path`` (YAML), apply ``key.path=value`` overrides, validate; errors name the field and the reason."""
+    data: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path} must hold a mapping of settings")
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} must look like section.field=value")
+        _set_path(data, key.strip(), value)
+    try:
+        return PipelineConfig.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "config"
+        raise ConfigError(f"invalid config: {where}: {err['msg']}") from exc

@@ -1,0 +1,294 @@
+"""``duomem run``: teacher trajectories -> student trajectories -> memory banks -> k on the tuning split ->
+SFT data -> LoRA -> the ablation matrix on the evaluation games -> report."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from rich.console import Console
+
+from duomem.envs.base import TaskSpec
+from duomem.errors import ConfigError
+from duomem.eval.runner import select_games
+from duomem.eval.spec import RolloutSpec
+from duomem.jsonl import atomic_write_text
+from duomem.pipeline.config import PipelineConfig
+from duomem.pipeline.stages import StageResult, StageRunner
+
+PHASES = ("collect", "memory", "tune", "lora", "eval")
+
+
+def _ids(tasks: list[TaskSpec]) -> list[str]:
+    return [t.game_id for t in tasks]
+
+
+class Pipeline:
+    """One DuoMem experiment, as configured."""
+
+    def __init__(self, cfg: PipelineConfig, console: Console | None = None, show_progress: bool = True,
+                 until: str | None = None) -> None:
+        if until is not None and until not in PHASES:
+            raise ConfigError(f"--until must be one of {', '.join(PHASES)}, not {until!r}")
+        self.until = until
+        self.cfg = cfg
+        self.root = Path(cfg.output)
+        self.console = console or Console()
+        self.stages = StageRunner(self.root, self.console)
+        self.show_progress = show_progress
+        self.summaries: dict[str, dict] = {}
+        self.k_sweep: dict[int, dict] = {}
+        self.chosen_k = cfg.memory.top_k
+        self.artifacts: dict[str, dict] = {}
+
+    # --- tasks ---------------------------------------------------------------------------------------------------
+    def _task_root(self) -> Path | None:
+        cfg = self.cfg
+        if cfg.data.source == "generated" and not cfg.data.tasks:
+            from duomem.envs.generate import generate_tasks
+
+            result = self.stages.run("generate", {"n": cfg.data.generate_n, "seed": cfg.seed, "v": 1},
+                                     lambda d: generate_tasks(d, n=cfg.data.generate_n, seed=cfg.seed,
+                                                              show_progress=self.show_progress))
+            return result.path
+        return Path(cfg.data.tasks) if cfg.data.tasks else None
+
+    def _tasks(self, split: str, n: int | None) -> list[TaskSpec]:
+        from duomem.envs.alfworld_data import load_tasks
+
+        return select_games(load_tasks(split, self._task_root()), n, self.cfg.seed)
+
+    def _eval_tasks(self, split: str, n: int | None) -> list[TaskSpec]:
+        from duomem.envs.alfworld_data import load_tasks
+
+        # Evaluation uses the official sets unless data.tasks names another set.
+        root = Path(self.cfg.data.tasks) if self.cfg.data.tasks else None
+        if self.cfg.data.source == "generated" and not self.cfg.data.tasks:
+            root = self._task_root()
+            try:
+                return select_games(load_tasks(split, root), n, self.cfg.seed)
+            except Exception:
+                root = None
+        return select_games(load_tasks(split, root), n, self.cfg.seed)
+
+    # --- specs ---------------------------------------------------------------------------------------------------
+    def student_spec(self, **kw) -> RolloutSpec:
+        cfg = self.cfg
+        return RolloutSpec(policy="llm", model=cfg.student.model, shots=cfg.student.shots, n_ctx=cfg.student.n_ctx,
+                           max_steps=cfg.eval.max_steps, seed=cfg.seed, threads=cfg.eval.threads,
+                           backend=cfg.eval.backend, device=cfg.eval.device, **kw)
+
+    def teacher_spec(self) -> RolloutSpec:
+        t = self.cfg.teacher
+        if t.policy == "expert":
+            return RolloutSpec(policy="expert", max_steps=self.cfg.eval.max_steps, seed=self.cfg.seed)
+        return RolloutSpec(policy="llm", model=t.model, shots=t.shots, max_steps=self.cfg.eval.max_steps,
+                           seed=self.cfg.seed, threads=self.cfg.eval.threads)
+
+    # --- stages --------------------------------------------------------------------------------------------------
+    def collect_teacher(self) -> StageResult:
+        from duomem.eval.collect import collect
+
+        cfg = self.cfg
+        tasks = self._tasks(cfg.data.train_split, cfg.data.train_games)
+        inputs = {"teacher": cfg.teacher.model_dump(), "games": _ids(tasks), "max_steps": cfg.eval.max_steps,
+                  "seed": cfg.seed}
+        return self.stages.run("teacher_collect", inputs, lambda d: collect(
+            policy=cfg.teacher.policy, model=cfg.teacher.model, tasks=tasks, out_dir=d,
+            samples=cfg.teacher.samples_per_task, explore=cfg.teacher.explore, temperature=cfg.teacher.temperature,
+            max_steps=cfg.eval.max_steps, workers=cfg.eval.workers, shots=cfg.teacher.shots,
+            threads=cfg.eval.threads, seed=cfg.seed, show_progress=self.show_progress))
+
+    def collect_student(self) -> StageResult:
+        from duomem.eval.collect import collect
+
+        cfg = self.cfg
+        tasks = self._tasks(cfg.data.train_split, cfg.data.student_train_games)
+        inputs = {"student": cfg.student.model_dump(), "games": _ids(tasks), "max_steps": cfg.eval.max_steps,
+                  "seed": cfg.seed, "backend": "llamacpp"}
+        return self.stages.run("student_collect", inputs, lambda d: collect(
+            policy="llm", model=cfg.student.model, tasks=tasks, out_dir=d, samples=1,
+            max_steps=cfg.eval.max_steps, workers=cfg.eval.workers, shots=cfg.student.shots,
+            threads=cfg.eval.threads, seed=cfg.seed, show_progress=self.show_progress))
+
+    def build_bank(self, name: str, source: StageResult, file: str, writer: str,
+                   include_failures: bool) -> StageResult:
+        from duomem.llm import load_chat_model
+        from duomem.memory.build import build_bank, load_trajectories
+
+        cfg = self.cfg
+        inputs = {"source": source.key, "file": file, "writer": writer, "format": cfg.memory.format,
+                  "embedder": cfg.memory.embedder, "games": cfg.memory.games, "include_failures": include_failures,
+                  "seed": cfg.seed}
+
+        def work(d: Path) -> dict:
+            trajs = load_trajectories(source.path / file)
+            games = {t.game_id: t for t in trajs}
+            tasks = [TaskSpec(game_id=g, split=t.split, task_type=t.task_type, game_file="", goal=t.goal)
+                     for g, t in sorted(games.items())]
+            keep = set(_ids(select_games(tasks, cfg.memory.games, cfg.seed)))
+            chosen = d / "input.jsonl"
+            atomic_write_text(chosen, "".join(t.model_dump_json() + "\n" for t in trajs if t.game_id in keep))
+            model = load_chat_model(writer, threads=cfg.eval.threads) if cfg.memory.format != "trajectory" else None
+            bank = build_bank(chosen, d / "bank", model, fmt=cfg.memory.format, include_failures=include_failures,
+                              embedder=cfg.memory.embedder)
+            if model is not None:
+                model.close()
+            return {"bank": str(d / "bank"), **{k: bank.manifest[k] for k in ("n_entries", "size_bytes", "retrieval",
+                                                                                 "embedder", "writers", "per_type")}}
+
+        return self.stages.run(name, inputs, work)
+
+    def evaluate(self, name: str, spec: RolloutSpec, tasks: list[TaskSpec], stage_name: str | None = None) -> dict:
+        inputs = {"spec": spec.fingerprint(), "spec_fields": spec.model_dump(exclude={"threads", "device",
+                                                                                     "step_timeout"}),
+                  "games": _ids(tasks), "batch": self.cfg.eval.batch if spec.backend == "transformers" else 1}
+
+        def work(d: Path) -> dict:
+            from duomem.eval.batched import evaluate
+
+            result = evaluate(spec, tasks, d, name=name, workers=self.cfg.eval.workers, batch=self.cfg.eval.batch,
+                              show_progress=self.show_progress)
+            return result.summary
+
+        return self.stages.run(stage_name or f"eval_{name}", inputs, work).info
+
+    def tune_k(self, teacher_bank: StageResult) -> int:
+        cfg = self.cfg
+        if not cfg.eval.k_sweep:
+            return cfg.memory.top_k
+        tasks = self._eval_tasks(cfg.data.tune_split, cfg.data.tune_games)
+        for k in cfg.eval.k_sweep:
+            spec = self.student_spec(memory=teacher_bank.info["bank"], top_k=k)
+            self.k_sweep[k] = self.evaluate(f"tune_teacher_memory_k{k}", spec, tasks)
+        best = max(cfg.eval.k_sweep, key=lambda k: (self.k_sweep[k]["success_rate"], -k))
+        return best
+
+    def train_lora(self, name: str, teacher: StageResult, bank: StageResult | None, k: int) -> StageResult:
+        from duomem.distill.dataset import build_dataset
+        from duomem.distill.export import export_gguf_lora
+        from duomem.distill.train import LoraConfig, train_lora
+
+        cfg = self.cfg
+        sft_inputs = {"teacher": teacher.key, "shots": cfg.student.shots, "bank": bank.key if bank else None,
+                      "top_k": k if bank else 0}
+        sft = self.stages.run(f"sft_{name}", sft_inputs, lambda d: build_dataset(
+            teacher.path / "demonstrations.jsonl", d, shots=cfg.student.shots,
+            memory=bank.info["bank"] if bank else None, top_k=k))
+        lora_cfg = cfg.lora.model_dump(exclude={"device", "keep_checkpoints"})
+        inputs = {"sft": sft.key, "student": cfg.student.model, "lora": lora_cfg, "seed": cfg.seed}
+
+        def work(d: Path) -> dict:
+            import torch
+
+            device = cfg.lora.device
+            if device == "auto":
+                device = "cuda" if torch.cuda.is_available() else "cpu"
+            config = LoraConfig(rank=cfg.lora.rank, alpha=cfg.lora.alpha, epochs=cfg.lora.epochs,
+                                max_steps=cfg.lora.max_steps, learning_rate=cfg.lora.learning_rate,
+                                batch_size=cfg.lora.batch_size, grad_accum=cfg.lora.grad_accum,
+                                max_length=cfg.lora.max_length, seed=cfg.seed)
+            meta = train_lora(cfg.student.model, sft.path, d / "adapter", config, device=device,
+                              threads=cfg.eval.threads)
+            gguf = export_gguf_lora(d / "adapter", d / "adapter" / "adapter.gguf", base_model=cfg.student.model)
+            if not cfg.lora.keep_checkpoints:
+                shutil.rmtree(d / "adapter" / "checkpoints", ignore_errors=True)
+            return {"adapter": str(d / "adapter"), "gguf_bytes": gguf["bytes"],
+                    "peft_bytes": meta["adapter_bytes"], **{k: meta[k] for k in (
+                        "trainable_params", "total_params", "examples", "tokens_per_epoch", "trained_tokens_per_epoch",
+                        "epochs", "steps", "wall_s", "train_tokens_per_s", "hardware", "loss_first", "loss_last",
+                        "rank", "alpha")}}
+
+        return self.stages.run(f"lora_{name}", inputs, work)
+
+    # --- the whole run -------------------------------------------------------------------------------------------
+    def _stop(self, phase: str) -> bool:
+        if self.until == phase:
+            self.console.print(f"stopped after the {phase} stages (--until {phase}); rerun without it to go on")
+            return True
+        return False
+
+    def run(self) -> Path | None:
+        from duomem.pipeline.report import write_report
+
+        cfg = self.cfg
+        wanted = set(cfg.eval.configs) | ({"duomem"} if cfg.eval.history_windows else set())
+        needs_teacher_data = wanted & {"teacher_memory", "lora", "lora_own_memory", "duomem"}
+        needs_own = wanted & {"own_memory", "lora_own_memory"}
+        needs_teacher_bank = wanted & {"teacher_memory", "duomem"}
+        self.root.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.root / "config.json", cfg.model_dump_json(indent=2))
+        teacher = self.collect_teacher() if needs_teacher_data else None
+        student = self.collect_student() if needs_own else None
+        if self._stop("collect"):
+            return None
+        student_writer = cfg.memory.student_writer or cfg.student.model
+        own_bank = (self.build_bank("own_bank", student, "trajectories.jsonl", student_writer, True)
+                    if student else None)
+        teacher_bank = (self.build_bank("teacher_bank", teacher, "demonstrations.jsonl", cfg.memory.teacher_writer,
+                                        False) if teacher and needs_teacher_bank else None)
+        if self._stop("memory"):
+            return None
+        if teacher_bank:
+            self.chosen_k = self.tune_k(teacher_bank)
+        k = self.chosen_k
+        if self._stop("tune"):
+            return None
+        loras: dict[str, StageResult] = {}
+        if teacher and "lora" in wanted:
+            loras["lora"] = self.train_lora("plain", teacher, None, k)
+        if teacher and own_bank and "lora_own_memory" in wanted:
+            loras["lora_own_memory"] = self.train_lora("own", teacher, own_bank, k)
+        if teacher and teacher_bank and "duomem" in wanted:
+            loras["duomem"] = self.train_lora("teacher", teacher, teacher_bank, k)
+        if self._stop("lora"):
+            return None
+        eval_tasks = self._eval_tasks(cfg.data.eval_split, cfg.data.eval_games)
+        specs: dict[str, RolloutSpec] = {}
+        for name in cfg.eval.configs:
+            if name == "nomem":
+                specs[name] = self.student_spec()
+            elif name == "own_memory":
+                specs[name] = self.student_spec(memory=own_bank.info["bank"], top_k=k)
+            elif name == "teacher_memory":
+                specs[name] = self.student_spec(memory=teacher_bank.info["bank"], top_k=k)
+            elif name == "lora":
+                specs[name] = self.student_spec(adapter=loras[name].info["adapter"])
+            elif name == "lora_own_memory":
+                specs[name] = self.student_spec(adapter=loras[name].info["adapter"], memory=own_bank.info["bank"],
+                                                top_k=k)
+            elif name == "duomem":
+                specs[name] = self.student_spec(adapter=loras[name].info["adapter"],
+                                                memory=teacher_bank.info["bank"], top_k=k)
+            elif name == "teacher":
+                specs[name] = self.teacher_spec()
+        for window in cfg.eval.history_windows:
+            specs[f"duomem_window{window}"] = specs["duomem"].model_copy(update={"history_window": window}) \
+                if "duomem" in specs else self.student_spec(adapter=loras["duomem"].info["adapter"],
+                                                            memory=teacher_bank.info["bank"], top_k=k,
+                                                            history_window=window)
+        for name, spec in specs.items():
+            self.summaries[name] = self.evaluate(name, spec, eval_tasks)
+        self.artifacts = {
+            "own_bank": own_bank.info if own_bank else None,
+            "teacher_bank": teacher_bank.info if teacher_bank else None,
+            "loras": {n: r.info for n, r in loras.items()},
+            "teacher_collect": teacher.info if teacher else None,
+            "student_collect": student.info if student else None,
+        }
+        report = write_report(self.root, cfg, self.summaries, self.k_sweep, self.chosen_k, self.artifacts,
+                              eval_games=len(eval_tasks))
+        return report
+
+
+def run_pipeline(cfg: PipelineConfig, console: Console | None = None, show_progress: bool = True,
+                 until: str | None = None) -> tuple[Path | None, list[str]]:
+    """Run (or resume) the pipeline, up to phase ``until`` if given; returns the report path (None when stopped
+    early) and the stages that did work."""
+    if cfg.eval.backend == "transformers" and cfg.eval.workers > 1 and cfg.eval.batch > 1:
+        raise ConfigError("eval.batch > 1 steps episodes together in one process; use eval.workers: 1 with it")
+    pipe = Pipeline(cfg, console, show_progress, until)
+    report = pipe.run()
+    atomic_write_text(pipe.root / "stages_executed.json", json.dumps(pipe.stages.executed))
+    return report, pipe.stages.executed

@@ -1,0 +1,124 @@
+"""The LLM agent on real games, the evaluation runner's records, resume and summaries."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from duomem.errors import ConfigError
+from duomem.eval.spec import RolloutSpec
+
+
+def test_llm_agent_plays_a_short_episode(prepared: Path, smollm2_model):
+    from duomem.agent.react import ReActAgent
+    from duomem.envs.alfworld import AlfworldEnv
+    from duomem.envs.alfworld_data import load_tasks
+    from duomem.eval.episode import run_episode
+
+    env = AlfworldEnv(max_steps=6, expert=False)
+    task = load_tasks("valid_unseen")[0]
+    agent = ReActAgent(smollm2_model, shots=1)
+    record = run_episode(env, agent, task, seed=0, max_steps=6)
+    env.close()
+    assert record.steps == 6 and record.env_steps + record.thinks == 6
+    assert record.completion_tokens > 0 and record.llm_s > 0 and record.prompt_tokens > 0
+    assert all(s.text for s in record.trajectory.steps if s.kind == "action")
+    assert all(s.raw is not None for s in record.trajectory.steps)
+    # thoughts are never two in a row (the second is read as a command)
+    kinds = [s.kind for s in record.trajectory.steps]
+    assert ("think", "think") not in zip(kinds, kinds[1:], strict=False)
+    again = run_episode(AlfworldEnv(max_steps=6, expert=False), ReActAgent(smollm2_model, shots=1), task, seed=0,
+                        max_steps=6)
+    assert [s.text for s in again.trajectory.steps] == [s.text for s in record.trajectory.steps]  # greedy
+
+
+def test_summary_numbers():
+    from duomem.agent.trajectory import Trajectory
+    from duomem.eval.records import EpisodeRecord
+    from duomem.eval.summary import summarize
+
+    def rec(game, t, won, steps, thinks, invalid, wall):
+        traj = Trajectory(game_id=game, split="s", task_type=t, goal="g", initial_observation="o", policy="llm")
+        return EpisodeRecord(game_id=game, task_type=t, split="s", seed=0, policy="llm", won=won, steps=steps,
+                             env_steps=steps - thinks, thinks=thinks, invalid_actions=invalid, wall_s=wall,
+                             peak_rss_mb=100 + steps, trajectory=traj)
+
+    records = [rec("a", "pick", True, 10, 2, 1, 4.0), rec("b", "pick", False, 50, 0, 10, 8.0),
+               rec("c", "heat", True, 20, 5, 0, 6.0)]
+    s = summarize(records, "x", "llm", "m", "s")
+    assert s["n_episodes"] == 3 and s["success_rate"] == pytest.approx(2 / 3)
+    assert s["per_type"] == {"pick": {"n": 2, "success_rate": 0.5}, "heat": {"n": 1, "success_rate": 1.0}}
+    assert s["mean_steps"] == pytest.approx(80 / 3)
+    assert s["invalid_action_rate"] == pytest.approx(11 / (8 + 50 + 15))
+    assert s["wall_s_per_episode"] == pytest.approx(6.0) and s["peak_rss_mb"] == 150
+
+
+def test_select_games_is_seeded_and_balanced(prepared: Path):
+    from duomem.envs.alfworld_data import load_tasks
+    from duomem.eval.runner import select_games
+
+    tasks = load_tasks("valid_unseen")
+    a, b = select_games(tasks, 12, seed=3), select_games(tasks, 12, seed=3)
+    assert [t.game_id for t in a] == [t.game_id for t in b]
+    assert {t.task_type for t in a} == {"pick", "clean", "heat", "cool", "examine", "pick_two"}
+    assert [t.game_id for t in select_games(tasks, 12, seed=4)] != [t.game_id for t in a]
+    assert len(select_games(tasks, None)) == 134
+
+
+def _cli(*args: str, env: dict) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "duomem.cli", *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def test_eval_resume_after_kill(prepared: Path, tmp_path: Path):
+    """Kill an expert evaluation mid-run, rerun: every game once, none lost, a cut last line repaired."""
+    out = tmp_path / "run"
+    env = dict(os.environ)
+    args = ("eval", "--policy", "expert", "--split", "valid_unseen", "--games", "4", "--out", str(out),
+            "--no-progress")
+    proc = _cli(*args, env=env)
+    episodes = out / "episodes.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and (not episodes.is_file() or not episodes.read_text().strip()):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    with episodes.open("a") as fh:
+        fh.write('{"game_id": "half a line')  # what a kill in the middle of a write leaves
+    done_before = len(episodes.read_text().splitlines()) - 1
+    assert 1 <= done_before < 4
+    finished = _cli(*args, env=env)
+    stdout, stderr = finished.communicate(timeout=300)
+    assert finished.returncode == 0, stderr
+    rows = [json.loads(line) for line in episodes.read_text().splitlines()]
+    assert len(rows) == 4 and len({r["game_id"] for r in rows}) == 4
+    summary = json.loads((out / "summary.json").read_text())
+    for key in ("name", "policy", "model", "split", "n_episodes", "success_rate", "per_type", "mean_steps",
+                "invalid_action_rate", "wall_s_per_episode", "peak_rss_mb"):
+        assert key in summary
+    assert summary["n_episodes"] == 4 and summary["complete"]
+    assert (out / "summary.md").read_text().startswith("# ")
+
+
+def test_resume_with_other_settings_is_refused(prepared: Path, tmp_path: Path):
+    from duomem.envs.alfworld_data import load_tasks
+    from duomem.eval.runner import run_rollouts
+
+    tasks = load_tasks("valid_unseen")[:1]
+    run_rollouts(RolloutSpec(policy="expert", max_steps=3), tasks, tmp_path, "a", show_progress=False)
+    with pytest.raises(ConfigError, match="max_steps"):
+        run_rollouts(RolloutSpec(policy="expert", max_steps=4), tasks, tmp_path, "a", show_progress=False)
+
+
+def test_spec_validation():
+    with pytest.raises(ConfigError, match="--model"):
+        RolloutSpec(policy="llm")
+    with pytest.raises(ConfigError, match="expert"):
+        RolloutSpec(policy="expert", model="smollm2-135m")

