@@ -79,3 +79,16 @@ def first_of_each_type(tasks):
     for t in tasks:
         seen.setdefault(t.task_type, t)
     return seen
+
+
+@pytest.fixture(scope="session")
+def expert_collection(prepared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The expert's trajectories on eight train games (all six types), as `duomem collect` writes them."""
+    from duomem.envs.alfworld_data import load_tasks
+    from duomem.eval.collect import collect
+    from duomem.eval.runner import select_games
+
+    out = tmp_path_factory.mktemp("expert_collect")
+    tasks = select_games(load_tasks("train"), 8, seed=0)
+    collect(policy="expert", model=None, tasks=tasks, out_dir=out, samples=1, show_progress=False)
+    return out

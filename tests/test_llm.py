@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from duomem.errors import ModelError
@@ -16,7 +18,7 @@ def test_unknown_model_lists_known_ones():
 def test_missing_package_gives_pip_command():
     fake = PackagedModel(name="x", description="", pip_install="pip install no-such-model-pkg==1.0",
                          modules=("no_such_model_pkg",), parts=("m.gguf",), sha256="0", hf_repo="x/y")
-    with pytest.raises(ModelError, match="pip install no-such-model-pkg==1.0"):
+    with pytest.raises(ModelError, match=re.escape("pip install no-such-model-pkg==1.0")):
         gguf_path(fake)
 
 

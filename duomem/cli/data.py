@@ -70,6 +70,17 @@ def _ints(text: str | None, what: str) -> list[int] | None:
     return out
 
 
+def _ranges(numbers: list[int]) -> str:
+    """``[1, 2, 3, 7]`` -> ``"1-3, 7"``."""
+    parts: list[str] = []
+    for x in sorted(numbers):
+        if parts and x == int(parts[-1].rsplit("-", 1)[-1]) + 1:
+            parts[-1] = f"{parts[-1].split('-')[0]}-{x}"
+        else:
+            parts.append(str(x))
+    return ", ".join(parts)
+
+
 @app.command("generate")
 def generate_command(
     out: Annotated[Path, typer.Option(help="Folder for the new task set (json_2.1.1/, index/, generation.json).")],
@@ -94,16 +105,14 @@ def generate_command(
     report = generate_tasks(out, n=n, seed=seed, task_types=types, scenes=_ints(scenes, "scenes"), test_n=test_n,
                             test_scenes=_ints(test_scenes, "test-scenes"), verify=verify, workers=workers)
     table = Table(title=f"Generated tasks in {Path(out).expanduser().resolve()} (seed {seed}, verify {verify})")
-    table.add_column("split")
-    table.add_column("scenes", justify="right")
-    table.add_column("games", justify="right")
-    for t in report["task_types"]:
-        table.add_column(t, justify="right")
-    table.add_column("rejected", justify="right")
+    for name in ("split", "games", *report["task_types"], "rejected"):
+        table.add_column(name, justify="left" if name == "split" else "right", min_width=len(name), no_wrap=True)
     for split, info in report["splits"].items():
-        table.add_row(split, str(len(info["scenes"])), str(info["generated"]),
-                      *[str(info["per_type"].get(t, 0)) for t in report["task_types"]], str(info["rejected"]))
+        table.add_row(split, str(info["generated"]), *[str(info["per_type"].get(t, 0)) for t in report["task_types"]],
+                      str(info["rejected"]))
     console.print(table)
+    for split, info in report["splits"].items():
+        console.print(f"{split} floor plans ({len(info['scenes'])}): {_ranges(info['scenes'])}", highlight=False)
     if report["rejected"]:
         for reason, count in report["rejections"].items():
             per_type = Counter()

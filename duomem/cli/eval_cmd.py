@@ -58,6 +58,8 @@ def eval_command(
     seed: Annotated[int, typer.Option(help="Run seed (episode seeds derive from it).")] = 0,
     samples: Annotated[int, typer.Option(help="Episodes per game.")] = 1,
     temperature: Annotated[float, typer.Option(help="0 = greedy.")] = 0.0,
+    expert_fix: Annotated[bool, typer.Option(help="Expert: repair its inventory tracking under ALFWorld 0.4's "
+                                                  "'move' grammar (--no-expert-fix: as released).")] = True,
     tasks: Tasks = None,
     out: Annotated[Path | None, typer.Option(help="Output folder (default runs/eval/<name>).")] = None,
     name: Annotated[str | None, typer.Option(help="Run name for tables.")] = None,
@@ -70,7 +72,7 @@ def eval_command(
 
     spec = _spec(policy=policy, model=model, max_steps=max_steps, adapter=adapter, memory=memory, top_k=top_k,
                  shots=shots, history_window=history_window, backend=backend, device=device, threads=threads,
-                 seed=seed, temperature=temperature)
+                 seed=seed, temperature=temperature, expert_fix=expert_fix if policy == "expert" else None)
     chosen = select_games(load_tasks(split, tasks), games, seed)
     name = name or _default_name(spec, split, games)
     out = out or Path("runs") / "eval" / name

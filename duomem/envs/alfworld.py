@@ -14,18 +14,42 @@ from duomem.errors import DataError, EnvTimeout
 WELCOME = "-= Welcome to TextWorld, ALFRED! =-"
 
 
+def _fixed_expert_wrapper():
+    """ALFWorld 0.4's grammar says ``move X to Y`` where older releases said ``put X in/on Y``, but the handcoded
+    expert still tracks its inventory by looking for "put" in the last command: after placing the first of two
+    objects it believes it still holds it and wanders (it wins few pick_two games). This wrapper tells the expert
+    the old wording of the command that was actually played."""
+    import textworld
+    from alfworld.agents.environment.alfred_tw_env import AlfredExpert
+
+    class FixedAlfredExpert(AlfredExpert):
+        def step(self, command):
+            self.state, reward, done = textworld.core.Wrapper.step(self, command)
+            text = str(command)
+            self.prev_command = "put " + text[len("move "):].replace(" to ", " in/on ", 1) \
+                if text.startswith("move ") else text
+            self._gather_infos()
+            return self.state, reward, done
+
+    return FixedAlfredExpert
+
+
 class AlfworldEnv:
     """One ALFWorld game at a time: ``reset(task)`` loads it (reusing a loaded game), ``step(action)`` plays.
 
     ``done`` is set when the game is won or ``max_steps`` actions were taken. A step that exceeds ``step_timeout``
-    seconds raises :class:`EnvTimeout` and the engine is reloaded at the next reset.
+    seconds raises :class:`EnvTimeout` and the engine is reloaded at the next reset. ``expert_fix`` (default)
+    repairs the handcoded expert's inventory tracking under the 0.4 grammar (see :func:`_fixed_expert_wrapper`);
+    ``expert_fix=False`` is ALFWorld's expert exactly as released.
     """
 
-    def __init__(self, max_steps: int = 50, step_timeout: float | None = 30.0, expert: bool = True) -> None:
+    def __init__(self, max_steps: int = 50, step_timeout: float | None = 30.0, expert: bool = True,
+                 expert_fix: bool = True) -> None:
         settings.ensure_alfworld_cache_env()
         self.max_steps = max_steps
         self.step_timeout = step_timeout
         self.expert = expert
+        self.expert_fix = expert_fix
         self._env = None
         self._loaded: str | None = None
         self._steps = 0
@@ -42,7 +66,7 @@ class AlfworldEnv:
         infos = textworld.EnvInfos(won=True, admissible_commands=True, extras=extras)
         wrappers = [AlfredDemangler(shuffle=False), AlfredInfos]
         if self.expert:
-            wrappers.append(AlfredExpert)
+            wrappers.append(_fixed_expert_wrapper() if self.expert_fix else AlfredExpert)
         try:
             self._env = call_with_timeout(lambda: textworld.start(game_file, infos, wrappers=wrappers),
                                           self.step_timeout and self.step_timeout * 4, f"loading {game_file}")

@@ -99,8 +99,11 @@ class Tables:
 def tables() -> Tables:
     """ALFRED's tables (imported once per process)."""
     settings.ensure_alfworld_cache_env()
-    import alfworld.gen.constants as c
-    import alfworld.gen.goal_library as glib
+    try:
+        import alfworld.gen.constants as c
+        import alfworld.gen.goal_library as glib
+    except ImportError as exc:
+        raise DataError(f"cannot import alfworld ({exc}); run `pip install alfworld==0.4.2`") from exc
 
     movable = frozenset(c.MOVABLE_RECEPTACLES)
     fixed = frozenset(c.RECEPTACLES) - movable
@@ -190,7 +193,7 @@ def _place_near(rng: random.Random, points: tuple[tuple[float, float], ...], tak
         if loc not in taken:
             dx, dz = FACING[rot]
             return loc, (px + 0.75 * dx, pz + 0.75 * dz)
-    raise DataError("floor plan too small to place another location")
+    raise DataError(f"no free spot left on a floor plan of {len(points)} grid points; use other scenes")
 
 
 @functools.cache
@@ -453,10 +456,15 @@ def descriptions(draw: Draw) -> list[str]:
     return out
 
 
-def write_trial(split_dir: Path, task_id: str, draw: Draw, room: Room) -> Path:
-    """The trial folder of one task: problem, ``traj_data.json`` and the built game file."""
+def task_folder(draw: Draw) -> str:
+    """``<task type>-<Object>-None-<Receptacle or lamp>-<floor plan>``, as ALFWorld names its task folders."""
+    return f"{LONG_TYPE[draw.task_type]}-{draw.obj}-None-{draw.parent or draw.toggle}-{draw.scene}"
+
+
+def write_trial(trial: Path, draw: Draw, room: Room) -> None:
+    """Write one trial folder (its name is the task id): problem, ``traj_data.json`` and the built game file."""
+    task_id = trial.name
     long_type = LONG_TYPE[draw.task_type]
-    trial = split_dir / f"{long_type}-{draw.obj}-None-{draw.parent or draw.toggle}-{draw.scene}" / task_id
     traj = {
         "task_id": task_id,
         "task_type": long_type,
@@ -468,7 +476,6 @@ def write_trial(split_dir: Path, task_id: str, draw: Draw, room: Room) -> Path:
     atomic_write_text(trial / PROBLEM_FILE, render_problem(task_id, draw, room))
     atomic_write_json(trial / TRAJ_FILE, traj)
     build_game_file(trial)
-    return trial
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -545,15 +552,19 @@ def make_slot(job: SlotJob) -> SlotResult:
         if draw is None:
             result.rejections.append(("no valid placement", f"no scene allows a {job.task_type} task"))
             break
-        trial: Path | None = None
         try:
-            trial = write_trial(split_dir, task_id, draw, populate(rng, draw))
+            room = populate(rng, draw)
+        except DataError as exc:
+            result.rejections.append(("no valid placement", f"{task_folder(draw)}: {exc}"))
+            continue
+        trial = split_dir / task_folder(draw) / task_id
+        try:
+            write_trial(trial, draw, room)
             traj = json.loads((trial / TRAJ_FILE).read_text())
             game = trial / GAME_FILE
-            rel = trial.relative_to(split_dir).as_posix()
-            task = TaskSpec(game_id=f"{job.split}/{rel}", split=job.split, task_type=job.task_type,
-                            game_file=str(game.resolve()), goal=goal_of(game), params=task_params(traj),
-                            source="generated")
+            task = TaskSpec(game_id=f"{job.split}/{task_folder(draw)}/{task_id}", split=job.split,
+                            task_type=job.task_type, game_file=str(game.resolve()), goal=goal_of(game),
+                            params=task_params(traj), source="generated")
         except DataError as exc:
             failure: tuple[str, str] | None = ("build error", str(exc))
         else:
@@ -561,9 +572,8 @@ def make_slot(job: SlotJob) -> SlotResult:
         if failure is None:
             result.row = task.model_dump_json()
             return result
-        result.rejections.append(failure)
-        if trial is not None:
-            shutil.rmtree(trial, ignore_errors=True)
+        result.rejections.append((failure[0], f"{task_folder(draw)}: {failure[1]}"))
+        shutil.rmtree(trial, ignore_errors=True)
     return result
 
 

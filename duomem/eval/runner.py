@@ -81,7 +81,8 @@ def _make_player(spec: RolloutSpec) -> dict:
     from duomem.agent.factory import build_policy
     from duomem.envs.alfworld import AlfworldEnv
 
-    env = AlfworldEnv(max_steps=spec.max_steps, step_timeout=spec.step_timeout, expert=spec.policy == "expert")
+    env = AlfworldEnv(max_steps=spec.max_steps, step_timeout=spec.step_timeout, expert=spec.policy == "expert",
+                      expert_fix=spec.expert_fix)
     return {"spec": spec, "env": env, "policy": build_policy(spec)}
 
 

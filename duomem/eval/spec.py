@@ -35,6 +35,8 @@ class RolloutSpec(BaseModel):
     seed: int = 0
     explore: float = Field(0.0, ge=0.0, le=1.0)
     """Expert only: chance of a random ``go to`` before the target is taken (diverse demonstrations)."""
+    expert_fix: bool = True
+    """Expert only: repair its inventory tracking under ALFWorld 0.4's ``move`` grammar (False: as released)."""
     n_ctx: int = Field(8192, ge=512)
     threads: int | None = Field(None, ge=1)
     device: str = "cpu"

@@ -4,6 +4,7 @@ or none (BM25 over the task descriptions, which needs no torch)."""
 from __future__ import annotations
 
 import os
+from functools import lru_cache
 from typing import Protocol
 
 import numpy as np
@@ -55,7 +56,9 @@ class SentenceTransformerEmbedder:
         return np.asarray(vectors, dtype=np.float32)
 
 
+@lru_cache(maxsize=4)
 def load_embedder(name: str) -> Embedder:
+    """The embedder called ``name``, loaded once per process."""
     return SentenceTransformerEmbedder(name)
 
 

@@ -1,0 +1,152 @@
+"""Parameter-space distillation on real data and the real 135M student: masking, training, export, resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture(scope="module")
+def sft(expert_collection: Path, tmp_path_factory) -> Path:
+    from duomem.distill.dataset import build_dataset
+
+    out = tmp_path_factory.mktemp("sft")
+    build_dataset(expert_collection / "demonstrations.jsonl", out, shots=0)
+    return out
+
+
+@pytest.fixture(scope="module")
+def bundle(smollm2: str, needs_torch):
+    from duomem.llm.hf import load_hf
+
+    return load_hf(smollm2)
+
+
+@pytest.fixture(scope="module")
+def small_sft(sft: Path, tmp_path_factory) -> Path:
+    """The first turns of the two shortest examples, for quick training runs."""
+    rows = sorted(sft.joinpath("train.jsonl").read_text().splitlines(), key=len)[:2]
+    out = tmp_path_factory.mktemp("sft_small")
+    cut = [json.dumps({"messages": json.loads(r)["messages"][:6]}) for r in rows]
+    (out / "train.jsonl").write_text("\n".join(cut) + "\n")
+    return out
+
+
+def test_dataset_has_the_agent_prompt(sft: Path, expert_collection: Path):
+    from duomem.agent.prompts import INSTRUCTIONS, TURN_END
+
+    meta = json.loads((sft / "dataset.json").read_text())
+    demos = (expert_collection / "demonstrations.jsonl").read_text().splitlines()
+    assert meta["examples"] == meta["trajectories"] == len(demos) and meta["source_policies"] == ["expert"]
+    example = json.loads(sft.joinpath("train.jsonl").read_text().splitlines()[0])["messages"]
+    assert example[0] == {"role": "system", "content": INSTRUCTIONS}
+    assert example[1]["content"].startswith("### Your task\n") and example[1]["content"].endswith(TURN_END)
+    assert example[2]["content"].startswith("think: To solve the task")
+    assert example[-1]["role"] == "assistant"
+    assert [m["role"] for m in example[1:]] == ["user", "assistant"] * ((len(example) - 1) // 2)
+
+
+def test_masking_and_prompts_identical_to_inference(sft: Path, bundle, smollm2_model):
+    from duomem.distill.dataset import load_examples
+    from duomem.distill.tokenize import tokenize_example
+
+    messages = load_examples(sft)[0]
+    ex = tokenize_example(bundle, messages)
+    assert len(ex.input_ids) == len(ex.labels)
+    trained = [i for i, label in enumerate(ex.labels) if label != -100]
+    n_assistant = sum(m["role"] == "assistant" for m in messages)
+    decoded = bundle.tokenizer.decode([ex.input_ids[i] for i in trained])
+    for m in messages:
+        if m["role"] == "assistant":
+            assert m["content"] in decoded
+        elif m["role"] == "user" and len(m["content"]) > 20:
+            assert m["content"] not in decoded
+    assert decoded.count("<|im_end|>") == n_assistant  # each turn's end is learnt too
+    for i, m in enumerate(messages):
+        if m["role"] != "assistant":
+            continue
+        prompt_ids = smollm2_model.tokenize(smollm2_model.render(messages[:i]))  # what llama.cpp is fed
+        assert ex.input_ids[: len(prompt_ids)] == prompt_ids
+        assert ex.labels[len(prompt_ids) - 1] == -100 and ex.labels[len(prompt_ids)] != -100
+
+
+def test_tiny_training_lowers_the_loss_and_exports(small_sft: Path, tmp_path: Path, smollm2: str):
+    from duomem.distill.export import export_gguf_lora
+    from duomem.distill.train import LoraConfig, train_lora
+
+    config = LoraConfig(rank=8, epochs=5, learning_rate=1e-3, batch_size=2, save_steps=100, warmup_ratio=0.0)
+    meta = train_lora(smollm2, small_sft, tmp_path / "adapter", config, threads=2)
+    losses = [p["loss"] for p in meta["loss_curve"]]
+    assert len(losses) == 5 and losses[-1] < 0.7 * losses[0]
+    assert meta["trainable_params"] < 10_000_000 and meta["examples"] == 2
+    saved = json.loads((tmp_path / "adapter" / "training.json").read_text())
+    assert saved["data_sha256"] == meta["data_sha256"] and saved["base_model"] == smollm2
+    info = export_gguf_lora(tmp_path / "adapter", tmp_path / "adapter.gguf")
+    assert info["tensors"] == 30 * 7 * 2 and 1_000_000 < info["bytes"] < 20_000_000
+
+
+def test_export_matches_transformers(tmp_path: Path, smollm2: str, bundle):
+    """A strong random adapter: llama.cpp with the exported GGUF LoRA must follow transformers + peft."""
+    import torch
+    from llama_cpp import Llama
+    from peft import LoraConfig, get_peft_model
+
+    from duomem.distill.export import export_gguf_lora
+    from duomem.llm.hf import attach_adapter, encode, load_hf
+    from duomem.llm.registry import resolve
+
+    model = load_hf(smollm2, for_training=True).model
+    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj",
+                                                                                     "o_proj", "gate_proj", "up_proj",
+                                                                                     "down_proj"]))
+    g = torch.Generator().manual_seed(0)
+    for name, p in peft_model.named_parameters():
+        if "lora_" in name:
+            p.data = torch.randn(p.shape, generator=g) * 0.1
+    peft_model.save_pretrained(str(tmp_path / "rand"))
+    (tmp_path / "rand" / "training.json").write_text(json.dumps({"base_model": smollm2}))
+    export_gguf_lora(tmp_path / "rand", tmp_path / "rand.gguf")
+    text = "<|im_start|>user\nGo to the desk 1 and take the mug 1.<|im_end|>\n<|im_start|>assistant\n"
+    ids = encode(bundle, text)
+    with torch.no_grad():
+        want = attach_adapter(load_hf(smollm2).model, str(tmp_path / "rand"))(torch.tensor([ids])).logits[0, -1]
+    path = str(resolve(smollm2).path)
+
+    def llama_logits(lora: str | None) -> np.ndarray:
+        llm = Llama(model_path=path, lora_path=lora, n_ctx=256, logits_all=True, verbose=False, n_threads=2)
+        llm.eval(ids)
+        return np.array(llm.scores[len(ids) - 1])
+
+    with_lora, base = llama_logits(str(tmp_path / "rand.gguf")), llama_logits(None)
+    corr = float(np.corrcoef(want.numpy(), with_lora)[0, 1])
+    corr_base = float(np.corrcoef(want.numpy(), base)[0, 1])
+    assert corr > 0.99 and corr > corr_base + 0.02, (corr, corr_base)
+
+
+def test_training_resumes_after_kill(small_sft: Path, tmp_path: Path, smollm2: str):
+    out = tmp_path / "adapter"
+    cmd = [sys.executable, "-m", "duomem.cli", "distill", "train", "--model", smollm2, "--data", str(small_sft),
+           "--out", str(out), "--max-steps", "3", "--batch-size", "1", "--save-steps", "1", "--rank", "4",
+           "--threads", "2"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ))
+    deadline = time.time() + 600
+    while time.time() < deadline and not (out / "checkpoints" / "checkpoint-1").is_dir():
+        time.sleep(0.5)
+    time.sleep(1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "training.json").exists()
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    meta = json.loads((out / "training.json").read_text())
+    assert meta["steps"] == 3 and meta["resumed_from"] and "checkpoint-" in meta["resumed_from"]
+    changed = subprocess.run([*cmd[:-4], "--rank", "8", "--threads", "2"], capture_output=True, text=True)
+    assert changed.returncode == 2 and "other data or settings" in changed.stderr
