@@ -93,7 +93,7 @@ def test_damaged_banks_give_clear_errors(bank: Path, tmp_path: Path):
             (copy / "manifest.json").write_text(json.dumps(m))
         else:
             (copy / "memories.jsonl").unlink()
-        with pytest.raises(DataError, match="corrupted|not a memory bank"):
+        with pytest.raises(DataError, match=r"corrupted|not a memory bank"):
             MemoryBank.load(copy)
 
 

@@ -16,6 +16,8 @@ Policy = Annotated[str, typer.Option(help="expert (ALFWorld's handcoded oracle) 
 Model = Annotated[str | None, typer.Option(help="Model name (duomem models list), .gguf path, hf:ORG/NAME or "
                                                 "openai:MODEL@URL.")]
 Games = Annotated[int | None, typer.Option(help="Play a seeded subset of N games (all by default).")]
+Executor = Annotated[str, typer.Option(help="local (worker processes on this machine) or ray (--workers Ray "
+                                            "actors on RAY_ADDRESS's cluster, or a local Ray instance).")]
 Tasks = Annotated[Path | None, typer.Option(help="Task set folder with index/<split>.jsonl (default: the prepared "
                                                 "ALFWorld sets).")]
 
@@ -44,7 +46,8 @@ def eval_command(
     split: Annotated[str, typer.Option(help="train, valid_seen or valid_unseen (or a generated split).")] = "valid_unseen",
     games: Games = None,
     max_steps: Annotated[int, typer.Option(help="Turn limit per episode (thoughts count).")] = 50,
-    workers: Annotated[int, typer.Option(help="Parallel episode processes (1 thread each).")] = 1,
+    workers: Annotated[int, typer.Option(help="Parallel episode processes (1 thread each) or actors.")] = 1,
+    executor: Executor = "local",
     batch: Annotated[int, typer.Option(help="transformers backend: episodes stepped together, one batched "
                                             "generate per step (games in worker processes).")] = 1,
     adapter: Annotated[str | None, typer.Option(help="LoRA adapter: peft folder or GGUF LoRA file.")] = None,
@@ -77,7 +80,7 @@ def eval_command(
     name = name or _default_name(spec, split, games)
     out = out or Path("runs") / "eval" / name
     result = evaluate(spec, chosen, out, name=name, workers=workers, batch=batch, samples=samples,
-                      show_progress=progress)
+                      show_progress=progress, executor=executor)
     s = result.summary
     console.print(f"{name}: {s['n_won']}/{s['n_episodes']} won ({100 * s['success_rate']:.1f}%), "
                   f"{s['wall_s_per_episode']:.1f} s/episode; records and summary in {out}")
@@ -94,7 +97,8 @@ def collect_command(
                                                "samples after the first.")] = 0.3,
     temperature: Annotated[float, typer.Option(help="llm: temperature for samples after the first.")] = 0.7,
     max_steps: Annotated[int, typer.Option(help="Turn limit per episode.")] = 50,
-    workers: Annotated[int, typer.Option(help="Parallel episode processes.")] = 1,
+    workers: Annotated[int, typer.Option(help="Parallel episode processes or Ray actors.")] = 1,
+    executor: Executor = "local",
     shots: Annotated[int, typer.Option(help="Few-shot examples (llm).")] = 2,
     threads: Annotated[int | None, typer.Option(help="CPU threads per model.")] = None,
     seed: Annotated[int, typer.Option(help="Run seed.")] = 0,
@@ -112,6 +116,6 @@ def collect_command(
     out = out or Path("runs") / "collect" / f"{who}-{split}-n{len(chosen)}-s{samples_per_task}"
     report = collect(policy=policy, model=model, tasks=chosen, out_dir=out, samples=samples_per_task,
                      explore=explore, temperature=temperature, max_steps=max_steps, workers=workers, shots=shots,
-                     threads=threads, seed=seed, show_progress=progress)
+                     threads=threads, seed=seed, show_progress=progress, executor=executor)
     console.print(f"collected {report['episodes']} episodes ({report['won']} won) of {len(chosen)} tasks; "
                   f"trajectories in {report['trajectories']}")

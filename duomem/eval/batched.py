@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from duomem.envs.base import TaskSpec
+from duomem.errors import ConfigError
 from duomem.eval.episode import EpisodeState, peak_rss_mb
 from duomem.eval.runner import (
     EPISODES,
@@ -24,13 +25,18 @@ from duomem.jsonl import JsonlAppender
 
 
 def evaluate(spec: RolloutSpec, tasks: Sequence[TaskSpec], out_dir: Path, name: str, workers: int = 1,
-             batch: int = 1, samples: int | Sequence[int] = 1, show_progress: bool = True) -> RunResult:
+             batch: int = 1, samples: int | Sequence[int] = 1, show_progress: bool = True,
+             executor: str = "local", measure_speed: bool = True) -> RunResult:
     """Batched when the spec runs an LLM on the transformers backend and ``batch`` > 1; otherwise one episode at
-    a time per worker process."""
+    a time per worker process (``executor`` ``local``) or Ray actor (``ray``)."""
     if spec.policy == "llm" and spec.backend == "transformers" and batch > 1:
+        if executor != "local":
+            raise ConfigError(f"--batch > 1 steps its episodes in one process; use --executor local, not "
+                              f"{executor}")
         return run_rollouts_batched(spec, tasks, out_dir, name, batch=batch, samples=samples,
                                     show_progress=show_progress)
-    return run_rollouts(spec, tasks, out_dir, name, samples=samples, workers=workers, show_progress=show_progress)
+    return run_rollouts(spec, tasks, out_dir, name, samples=samples, workers=workers,
+                        show_progress=show_progress, executor=executor, measure_speed=measure_speed)
 
 
 def run_rollouts_batched(spec: RolloutSpec, tasks: Sequence[TaskSpec], out_dir: Path, name: str, batch: int = 32,

@@ -111,7 +111,8 @@ class EpisodeState:
             prompt_tokens=self.prompt_tokens, completion_tokens=self.completion_tokens,
             cached_prompt_tokens=self.cached,
             tokens_per_s=self.completion_tokens / self.llm_s if self.llm_s > 0 else 0.0,
-            peak_rss_mb=peak_rss_mb() if rss_mb is None else rss_mb, error=self.error, trajectory=self.traj,
+            peak_rss_mb=peak_rss_mb() if rss_mb is None else rss_mb, ended_at=time.time(), error=self.error,
+            trajectory=self.traj,
             memory_ids=self.info.get("memory_ids", []), **self.extra,
         )
 

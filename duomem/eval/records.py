@@ -37,6 +37,8 @@ class EpisodeRecord(BaseModel):
     tokens_per_s: float = 0.0
     """Completion tokens per second of model time."""
     peak_rss_mb: float = 0.0
+    ended_at: float = 0.0
+    """Unix time the episode ended (with ``wall_s``, a run's throughput can be measured)."""
     error: str | None = None
     trajectory: Trajectory
 

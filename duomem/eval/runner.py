@@ -31,6 +31,7 @@ from duomem.eval.summary import summarize, summary_markdown
 from duomem.jsonl import JsonlAppender, atomic_write_json, atomic_write_text, read_jsonl
 
 EPISODES = "episodes.jsonl"
+EXECUTORS = ("local", "ray")
 
 
 def select_games(tasks: Sequence[TaskSpec], n: int | None, seed: int = 0) -> list[TaskSpec]:
@@ -125,8 +126,19 @@ def _sample_ids(samples: int | Sequence[int]) -> list[int]:
 def run_rollouts(spec: RolloutSpec, tasks: Sequence[TaskSpec], out_dir: Path, name: str,
                  samples: int | Sequence[int] = 1,
                  workers: int = 1, show_progress: bool = True, measure_speed: bool = True,
-                 on_record: Callable[[EpisodeRecord], None] | None = None) -> RunResult:
-    """Play every (game, sample) not yet in ``out_dir/episodes.jsonl``; then write ``summary.json``/``.md``."""
+                 on_record: Callable[[EpisodeRecord], None] | None = None,
+                 executor: str = "local") -> RunResult:
+    """Play every (game, sample) not yet in ``out_dir/episodes.jsonl``; then write ``summary.json``/``.md``.
+
+    ``executor`` ``local`` plays in this process (``workers`` 1) or in worker processes; ``ray`` in
+    ``workers`` Ray actors (see :mod:`duomem.eval.ray_executor`)."""
+    if executor not in EXECUTORS:
+        raise ConfigError(f"unknown executor {executor!r}; use {' or '.join(EXECUTORS)}")
+    if executor == "ray":
+        from duomem.eval.ray_executor import run_rollouts_ray
+
+        return run_rollouts_ray(spec, tasks, out_dir, name, samples=samples, workers=workers,
+                                show_progress=show_progress, measure_speed=measure_speed, on_record=on_record)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     _check_resume(out_dir, spec, name)

@@ -14,6 +14,23 @@ def _mean(values: Sequence[float]) -> float:
     return float(sum(values) / len(values)) if values else 0.0
 
 
+def _throughput(records: Sequence[EpisodeRecord]) -> float | None:
+    """Episodes per hour of elapsed time over the run (parallel workers and batches included); None if the
+    records do not say when they ended, or the run was resumed across a long pause (> 1 hour)."""
+    timed = sorted((r.ended_at - r.wall_s, r.ended_at) for r in records if r.ended_at > 0)
+    if len(timed) < 2:
+        return None
+    elapsed, start, end = 0.0, timed[0][0], timed[0][1]
+    for s, e in timed[1:]:  # merge busy intervals; gaps (a run stopped and resumed later) do not count
+        if s > end + 3600:
+            elapsed += end - start
+            start, end = s, e
+        else:
+            end = max(end, e)
+    elapsed += end - start
+    return len(timed) / elapsed * 3600 if elapsed > 0 else None
+
+
 def summarize(records: Sequence[EpisodeRecord], name: str, policy: str, model: str | None, split: str,
               extra: dict | None = None) -> dict:
     """``{"name", "policy", "model", "split", "n_episodes", "success_rate", "per_type", "mean_steps",
@@ -52,6 +69,7 @@ def summarize(records: Sequence[EpisodeRecord], name: str, policy: str, model: s
             "completion_tokens_per_llm_s": completion / llm_s if llm_s else 0.0,
         },
         "time_split": {"llm_s": llm_s, "env_s": sum(r.env_s for r in records), "wall_s": wall},
+        "episodes_per_hour": _throughput(records),
         "host": {"machine": platform.machine(), "python": platform.python_version(),
                  "processor": platform.processor() or platform.machine()},
         "date": datetime.now(UTC).strftime("%Y-%m-%d"),

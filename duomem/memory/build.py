@@ -65,10 +65,11 @@ def dedupe(entries: list[MemoryEntry]) -> list[MemoryEntry]:
 
 def build_bank(trajectories: Path, out: Path, writer: ChatModel | None, fmt: MemoryFormat = "both",
                include_failures: bool = False, per_game: int = 1, max_entries: int | None = None,
-               embedder: str | None = DEFAULT_EMBEDDER,
+               embedder: str | None = DEFAULT_EMBEDDER, batch: int = 32,
                on_progress: Callable[[int, int], None] | None = None) -> MemoryBank:
     """Write one memory per selected trajectory into ``out`` (``written.jsonl`` is the resumable log), then
-    dedupe, embed the task descriptions and write the bank. ``embedder`` None or ``bm25`` means BM25."""
+    dedupe, embed the task descriptions and write the bank. ``embedder`` None or ``bm25`` means BM25. A writer
+    with batched generation (the transformers backend) writes ``batch`` memories at a time."""
     out = Path(out)
     selected = select_trajectories(load_trajectories(trajectories), include_failures, per_game, max_entries)
     if not selected:
@@ -76,14 +77,15 @@ def build_bank(trajectories: Path, out: Path, writer: ChatModel | None, fmt: Mem
                         "memories from")
     done = {r["id"]: MemoryEntry.model_validate(r) for r in read_jsonl(out / WRITTEN)}
     memory_writer = MemoryWriter(writer, fmt)
+    pending = [t for t in selected if memory_id(t) not in done]
+    step = batch if writer is not None and hasattr(writer, "complete_batch") else 1
     with JsonlAppender(out / WRITTEN) as log:
-        for i, traj in enumerate(selected):
-            if memory_id(traj) not in done:
-                entry = memory_writer.write(traj)
+        for start in range(0, len(pending), step):
+            for entry in memory_writer.write_many(pending[start:start + step]):
                 log.append(entry.model_dump_json())
                 done[entry.id] = entry
             if on_progress:
-                on_progress(i + 1, len(selected))
+                on_progress(len(selected) - len(pending) + min(len(pending), start + step), len(selected))
     entries = dedupe([done[memory_id(t)] for t in selected])
     if embedder in (None, "bm25"):
         emb = None

@@ -64,15 +64,28 @@ class MemoryWriter:
         self.fmt = fmt
         self.max_new_tokens = max_new_tokens
 
+    def _messages(self, traj: Trajectory) -> list:
+        prompt = WRITER_PROMPT.format(goal=traj.goal, outcome="success" if traj.won else "failure",
+                                      steps=trajectory_digest(traj), failure_hint="" if traj.won else FAILURE_HINT)
+        return [{"role": "system", "content": WRITER_SYSTEM}, {"role": "user", "content": prompt}]
+
     def write(self, traj: Trajectory) -> MemoryEntry:
+        return self.write_many([traj])[0]
+
+    def write_many(self, trajs: list[Trajectory]) -> list[MemoryEntry]:
+        """One memory per trajectory; a backend with ``complete_batch`` writes them in one batch."""
+        if self.fmt == "trajectory" or self.model is None:
+            return [self._entry(t, None) for t in trajs]
+        convs = [self._messages(t) for t in trajs]
+        if len(trajs) > 1 and hasattr(self.model, "complete_batch"):
+            completions = self.model.complete_batch(convs, max_tokens=self.max_new_tokens, temperature=0.0)
+        else:
+            completions = [self.model.complete(c, max_tokens=self.max_new_tokens, temperature=0.0) for c in convs]
+        return [self._entry(t, c) for t, c in zip(trajs, completions, strict=True)]
+
+    def _entry(self, traj: Trajectory, completion) -> MemoryEntry:
         script, prompt_tokens, completion_tokens = "", 0, 0
-        if self.fmt != "trajectory" and self.model is not None:
-            prompt = WRITER_PROMPT.format(goal=traj.goal, outcome="success" if traj.won else "failure",
-                                          steps=trajectory_digest(traj),
-                                          failure_hint="" if traj.won else FAILURE_HINT)
-            completion = self.model.complete([{"role": "system", "content": WRITER_SYSTEM},
-                                              {"role": "user", "content": prompt}],
-                                             max_tokens=self.max_new_tokens, temperature=0.0)
+        if completion is not None:
             script = parse_script(completion.text)
             prompt_tokens, completion_tokens = completion.prompt_tokens, completion.completion_tokens
         return MemoryEntry(

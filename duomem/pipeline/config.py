@@ -31,6 +31,8 @@ class TeacherConfig(_Strict):
     model: str | None = None
     shots: int = Field(2, ge=0, le=2)
     samples_per_task: int = Field(2, ge=1, le=8)
+    max_steps: int = Field(50, ge=1)
+    """Turn limit when the teacher collects trajectories (evaluation uses ``eval.max_steps``)."""
     explore: float = Field(0.3, ge=0, le=1)
     temperature: float = Field(0.7, ge=0, le=2)
 
@@ -64,12 +66,17 @@ class DataConfig(_Strict):
     """Train tasks the teacher plays (None: all)."""
     student_train_games: int | None = Field(120, ge=1)
     """Train tasks the student plays for its own memory."""
+    eval_source: Literal["same", "alfworld"] = "same"
+    """Where evaluation and tuning games come from: the same task set as training, or the official sets (e.g. to
+    train on generated tasks and test on ALFWorld's)."""
     eval_split: str = "valid_unseen"
     eval_games: int | None = Field(None, ge=1)
     tune_split: str = "valid_seen"
     tune_games: int | None = Field(None, ge=1)
-    generate_n: int = Field(600, ge=6)
+    generate_n: int = Field(600, ge=1)
     """With ``source: generated``: how many train tasks to generate (see ``duomem data generate``)."""
+    generate_test_n: int = Field(0, ge=0)
+    """With ``source: generated``: a test split on held-out floor plans (evaluate with ``eval_split: test``)."""
 
 
 class LoraSettings(_Strict):

@@ -4,6 +4,7 @@ SFT data -> LoRA -> the ablation matrix on the evaluation games -> report."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -44,13 +45,19 @@ class Pipeline:
 
     # --- tasks ---------------------------------------------------------------------------------------------------
     def _task_root(self) -> Path | None:
+        if not hasattr(self, "_root_cache"):
+            self._root_cache = self._make_task_root()
+        return self._root_cache
+
+    def _make_task_root(self) -> Path | None:
         cfg = self.cfg
         if cfg.data.source == "generated" and not cfg.data.tasks:
             from duomem.envs.generate import generate_tasks
 
-            result = self.stages.run("generate", {"n": cfg.data.generate_n, "seed": cfg.seed, "v": 1},
-                                     lambda d: generate_tasks(d, n=cfg.data.generate_n, seed=cfg.seed,
-                                                              show_progress=self.show_progress))
+            inputs = {"n": cfg.data.generate_n, "test_n": cfg.data.generate_test_n, "seed": cfg.seed, "v": 1}
+            result = self.stages.run("generate", inputs, lambda d: generate_tasks(
+                d, n=cfg.data.generate_n, test_n=cfg.data.generate_test_n, seed=cfg.seed,
+                workers=cfg.eval.workers, show_progress=self.show_progress))
             return result.path
         return Path(cfg.data.tasks) if cfg.data.tasks else None
 
@@ -60,16 +67,11 @@ class Pipeline:
         return select_games(load_tasks(split, self._task_root()), n, self.cfg.seed)
 
     def _eval_tasks(self, split: str, n: int | None) -> list[TaskSpec]:
+        """Evaluation and tuning games: from the training task set, or the official ALFWorld sets when
+        ``data.eval_source`` is ``alfworld``."""
         from duomem.envs.alfworld_data import load_tasks
 
-        # Evaluation uses the official sets unless data.tasks names another set.
-        root = Path(self.cfg.data.tasks) if self.cfg.data.tasks else None
-        if self.cfg.data.source == "generated" and not self.cfg.data.tasks:
-            root = self._task_root()
-            try:
-                return select_games(load_tasks(split, root), n, self.cfg.seed)
-            except Exception:
-                root = None
+        root = None if self.cfg.data.eval_source == "alfworld" else self._task_root()
         return select_games(load_tasks(split, root), n, self.cfg.seed)
 
     # --- specs ---------------------------------------------------------------------------------------------------
@@ -92,12 +94,11 @@ class Pipeline:
 
         cfg = self.cfg
         tasks = self._tasks(cfg.data.train_split, cfg.data.train_games)
-        inputs = {"teacher": cfg.teacher.model_dump(), "games": _ids(tasks), "max_steps": cfg.eval.max_steps,
-                  "seed": cfg.seed}
+        inputs = {"teacher": cfg.teacher.model_dump(), "games": _ids(tasks), "seed": cfg.seed}
         return self.stages.run("teacher_collect", inputs, lambda d: collect(
             policy=cfg.teacher.policy, model=cfg.teacher.model, tasks=tasks, out_dir=d,
             samples=cfg.teacher.samples_per_task, explore=cfg.teacher.explore, temperature=cfg.teacher.temperature,
-            max_steps=cfg.eval.max_steps, workers=cfg.eval.workers, shots=cfg.teacher.shots,
+            max_steps=cfg.teacher.max_steps, workers=cfg.eval.workers, shots=cfg.teacher.shots,
             threads=cfg.eval.threads, seed=cfg.seed, show_progress=self.show_progress))
 
     def collect_student(self) -> StageResult:
@@ -106,14 +107,15 @@ class Pipeline:
         cfg = self.cfg
         tasks = self._tasks(cfg.data.train_split, cfg.data.student_train_games)
         inputs = {"student": cfg.student.model_dump(), "games": _ids(tasks), "max_steps": cfg.eval.max_steps,
-                  "seed": cfg.seed, "backend": "llamacpp"}
+                  "seed": cfg.seed, "backend": cfg.eval.backend}
         return self.stages.run("student_collect", inputs, lambda d: collect(
             policy="llm", model=cfg.student.model, tasks=tasks, out_dir=d, samples=1,
             max_steps=cfg.eval.max_steps, workers=cfg.eval.workers, shots=cfg.student.shots,
-            threads=cfg.eval.threads, seed=cfg.seed, show_progress=self.show_progress))
+            threads=cfg.eval.threads, seed=cfg.seed, show_progress=self.show_progress,
+            backend=cfg.eval.backend, device=cfg.eval.device, batch=cfg.eval.batch))
 
-    def build_bank(self, name: str, source: StageResult, file: str, writer: str,
-                   include_failures: bool) -> StageResult:
+    def build_bank(self, name: str, source: StageResult, file: str, writer: str, include_failures: bool,
+                   backend: str = "llamacpp") -> StageResult:
         from duomem.llm import load_chat_model
         from duomem.memory.build import build_bank, load_trajectories
 
@@ -121,6 +123,8 @@ class Pipeline:
         inputs = {"source": source.key, "file": file, "writer": writer, "format": cfg.memory.format,
                   "embedder": cfg.memory.embedder, "games": cfg.memory.games, "include_failures": include_failures,
                   "seed": cfg.seed}
+        if backend != "llamacpp":
+            inputs["writer_backend"] = backend
 
         def work(d: Path) -> dict:
             trajs = load_trajectories(source.path / file)
@@ -130,7 +134,9 @@ class Pipeline:
             keep = set(_ids(select_games(tasks, cfg.memory.games, cfg.seed)))
             chosen = d / "input.jsonl"
             atomic_write_text(chosen, "".join(t.model_dump_json() + "\n" for t in trajs if t.game_id in keep))
-            model = load_chat_model(writer, threads=cfg.eval.threads) if cfg.memory.format != "trajectory" else None
+            threads = cfg.eval.threads or os.cpu_count()
+            model = (load_chat_model(writer, backend=backend, threads=threads, device=cfg.eval.device)
+                     if cfg.memory.format != "trajectory" else None)
             bank = build_bank(chosen, d / "bank", model, fmt=cfg.memory.format, include_failures=include_failures,
                               embedder=cfg.memory.embedder)
             if model is not None:
@@ -224,8 +230,8 @@ class Pipeline:
         if self._stop("collect"):
             return None
         student_writer = cfg.memory.student_writer or cfg.student.model
-        own_bank = (self.build_bank("own_bank", student, "trajectories.jsonl", student_writer, True)
-                    if student else None)
+        own_bank = (self.build_bank("own_bank", student, "trajectories.jsonl", student_writer, True,
+                                    backend=cfg.eval.backend) if student else None)
         teacher_bank = (self.build_bank("teacher_bank", teacher, "demonstrations.jsonl", cfg.memory.teacher_writer,
                                         False) if teacher and needs_teacher_bank else None)
         if self._stop("memory"):
@@ -286,8 +292,6 @@ def run_pipeline(cfg: PipelineConfig, console: Console | None = None, show_progr
                  until: str | None = None) -> tuple[Path | None, list[str]]:
     """Run (or resume) the pipeline, up to phase ``until`` if given; returns the report path (None when stopped
     early) and the stages that did work."""
-    if cfg.eval.backend == "transformers" and cfg.eval.workers > 1 and cfg.eval.batch > 1:
-        raise ConfigError("eval.batch > 1 steps episodes together in one process; use eval.workers: 1 with it")
     pipe = Pipeline(cfg, console, show_progress, until)
     report = pipe.run()
     atomic_write_text(pipe.root / "stages_executed.json", json.dumps(pipe.stages.executed))

@@ -1,0 +1,339 @@
+"""OpenAI-compatible backend: a (large) model served by vLLM, SGLang, llama.cpp's server or a hosted API.
+
+Settings, each a constructor argument or else an environment variable:
+
+- API key: the variable named by ``DUOMEM_OPENAI_KEY_ENV`` (default ``OPENAI_API_KEY``); local servers that
+  check no key get a placeholder.
+- ``DUOMEM_OPENAI_TIMEOUT``: seconds per request (120).
+- ``DUOMEM_OPENAI_RETRIES``: tries per request (5); connection errors, timeouts, 429 and 5xx are retried with
+  exponential backoff starting at ``DUOMEM_OPENAI_BACKOFF`` seconds (1.0).
+- ``DUOMEM_OPENAI_CONCURRENCY``: requests in flight per process (8).
+- ``DUOMEM_OPENAI_CONTEXT``: the context length when the server does not report it (32768), or a lower limit.
+
+Token counts: the server's tokenizer where it has an endpoint for it (vLLM's ``/tokenize`` with the chat
+template applied; llama-cpp-python's ``/extras/tokenize/count`` and llama.cpp server's ``/tokenize`` on each
+message's text, plus :data:`MESSAGE_OVERHEAD` tokens per message for the template); otherwise an estimate of
+one token per :data:`CHARS_PER_TOKEN` characters plus the same overhead. Completions report the server's
+``usage``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from duomem.errors import ConfigError, ModelError
+from duomem.llm.base import Completion, Message
+
+T = TypeVar("T")
+
+PLACEHOLDER_KEY = "sk-no-key-required"
+DEFAULT_CONTEXT = 32768
+MESSAGE_OVERHEAD = 5
+"""Template tokens per message (role markers, separators) added to counts of the message text."""
+GENERATION_OVERHEAD = 3
+"""Template tokens that open the assistant's turn."""
+CHARS_PER_TOKEN = 3.0
+"""The estimate when the server cannot tokenize (English with markup runs at about 3-4 characters a token)."""
+MAX_SERVER_STOPS = 4
+"""Stop sequences sent to the server (OpenAI accepts at most 4); all of them are enforced client-side."""
+_CONTEXT_KEYS = ("max_model_len", "context_length", "context_window", "max_context_length", "n_ctx")
+
+_SEMAPHORE: threading.BoundedSemaphore | None = None
+_SEMAPHORE_LOCK = threading.Lock()
+
+
+def _env_number(name: str, default: float, kind: Callable[[str], float] = float) -> float:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        number = kind(value)
+    except ValueError:
+        raise ConfigError(f"{name}={value!r} is not a number") from None
+    if number <= 0:
+        raise ConfigError(f"{name} must be positive, not {value}")
+    return number
+
+
+def _semaphore() -> threading.BoundedSemaphore:
+    """The process-wide limit on requests in flight (``DUOMEM_OPENAI_CONCURRENCY``)."""
+    global _SEMAPHORE
+    with _SEMAPHORE_LOCK:
+        if _SEMAPHORE is None:
+            _SEMAPHORE = threading.BoundedSemaphore(int(_env_number("DUOMEM_OPENAI_CONCURRENCY", 8, int)))
+        return _SEMAPHORE
+
+
+def env_api_key() -> str:
+    """The key from the variable named by ``DUOMEM_OPENAI_KEY_ENV`` (default ``OPENAI_API_KEY``), or a
+    placeholder for local servers that need none."""
+    var = os.environ.get("DUOMEM_OPENAI_KEY_ENV") or "OPENAI_API_KEY"
+    return os.environ.get(var) or PLACEHOLDER_KEY
+
+
+def _one_line(text: object, limit: int = 200) -> str:
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[:limit - 3] + "..."
+
+
+def _cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
+    cut = min((i for s in stop if s and (i := text.find(s)) >= 0), default=-1)
+    return (text[:cut], True) if cut >= 0 else (text, False)
+
+
+class OpenAIChatModel:
+    """A chat model behind an OpenAI-compatible ``/v1/chat/completions`` endpoint.
+
+    Greedy with ``temperature=0``; ``seed`` is passed on, so servers that honour it (vLLM, llama.cpp) sample
+    reproducibly. Every failure ends in a one-line :class:`ModelError`: unreachable server (after the
+    retries), rejected key, unknown model, a server that stops answering mid-run, or a request it refuses.
+    """
+
+    def __init__(self, model: str, base_url: str, seed: int = 0, api_key: str | None = None,
+                 context_length: int | None = None, timeout: float | None = None,
+                 max_tries: int | None = None, backoff: float | None = None, name: str | None = None,
+                 check: bool = True) -> None:
+        try:
+            import openai
+        except ImportError as exc:  # pragma: no cover - an optional dependency
+            raise ModelError("the openai backend needs its client: pip install 'openai>=1.40'") from exc
+        self._openai = openai
+        self.model = model
+        self.name = name or model
+        self.base_url = base_url.rstrip("/")
+        self.root_url = self.base_url.removesuffix("/v1")
+        self.seed = seed
+        self.timeout = timeout if timeout is not None else _env_number("DUOMEM_OPENAI_TIMEOUT", 120.0)
+        self.max_tries = max_tries or int(_env_number("DUOMEM_OPENAI_RETRIES", 5, int))
+        self.backoff = backoff if backoff is not None else _env_number("DUOMEM_OPENAI_BACKOFF", 1.0)
+        self._key = api_key if api_key is not None else env_api_key()
+        self._client = openai.OpenAI(api_key=self._key, base_url=self.base_url, timeout=self.timeout,
+                                     max_retries=0)
+        self._answered = False
+        self._tokenizer: str | None = None  # "messages", "extras", "llamacpp" or "estimate" once probed
+        self._text_counts: dict[str, int] = {}
+        user_context = context_length or int(_env_number("DUOMEM_OPENAI_CONTEXT", 0, int)) or None
+        served = self._check_server() if check else None
+        if served and user_context:
+            self.context_length = min(served, user_context)
+        else:
+            self.context_length = served or user_context or DEFAULT_CONTEXT
+
+    # --- requests -------------------------------------------------------------------------------------------
+    def _retrying(self, fn: Callable[[], T], what: str) -> T:
+        """``fn()``, retried on transient failures; others become a one-line :class:`ModelError`."""
+        openai = self._openai
+        delay = self.backoff
+        reason = ""
+        for attempt in range(self.max_tries):
+            try:
+                with _semaphore():
+                    result = fn()
+                self._answered = True
+                return result
+            except openai.APITimeoutError:
+                reason = f"no answer within {self.timeout:g} s"
+                retry_after = None
+            except openai.APIConnectionError as exc:
+                reason = _one_line(f"connection failed: {exc.__cause__ or exc}", 120)
+                retry_after = None
+            except openai.APIStatusError as exc:
+                status = exc.status_code
+                if status not in (408, 409, 429) and status < 500:
+                    raise self._status_error(exc, what) from None
+                reason = f"HTTP {status}: {_detail(exc, 120)}"
+                retry_after = _retry_after(exc)
+            if attempt + 1 < self.max_tries:
+                wait = retry_after if retry_after is not None else delay * (1 + 0.25 * random.random())
+                time.sleep(min(wait, 60.0))
+                delay = min(delay * 2, 30.0)
+        if self._answered:
+            raise ModelError(f"the model server at {self.base_url} stopped answering mid-run ({reason}; "
+                             f"{self.max_tries} tries); finished episodes are saved: restart the server and "
+                             "rerun the same command to resume")
+        raise ModelError(f"cannot reach the model server at {self.base_url} ({reason}; {self.max_tries} "
+                         "tries); is it running, and is the URL right (e.g. http://host:8000/v1)?")
+
+    def _status_error(self, exc: Any, what: str) -> ModelError:
+        status = exc.status_code
+        detail = _detail(exc)
+        if status in (401, 403):
+            var = os.environ.get("DUOMEM_OPENAI_KEY_ENV") or "OPENAI_API_KEY"
+            return ModelError(f"the model server at {self.base_url} rejected the API key (HTTP {status}); "
+                              f"set {var} (or name another variable in DUOMEM_OPENAI_KEY_ENV)")
+        if status == 404:
+            return ModelError(f"the model server at {self.base_url} does not serve {self.model!r} (HTTP 404 "
+                              f"on {what}: {detail}); check the name in openai:MODEL@URL")
+        hint = ("; lower the history budget or set DUOMEM_OPENAI_CONTEXT to the server's context"
+                if "context" in detail.lower() else "")
+        return ModelError(f"the model server at {self.base_url} refused the {what} request (HTTP {status}): "
+                          f"{detail}{hint}")
+
+    def _check_server(self) -> int | None:
+        """Check the endpoint, key and model name on the model listing; the context length if it says."""
+        openai = self._openai
+
+        def listing() -> list[dict] | None:
+            try:
+                return [m.model_dump() for m in self._client.models.list().data]
+            except openai.NotFoundError:
+                return None  # a server without a listing
+
+        models = self._retrying(listing, "model listing")
+        if not models:
+            return self._props_context()
+        ids = [str(m.get("id")) for m in models]
+        entry = next((m for m in models if m.get("id") == self.model), None)
+        if entry is None:
+            if len(ids) > 1:
+                shown = ", ".join(ids[:8]) + (", ..." if len(ids) > 8 else "")
+                raise ModelError(f"the model server at {self.base_url} does not serve {self.model!r}; it "
+                                 f"serves: {shown}")
+            entry = models[0]  # single-model servers (llama.cpp) answer to any name
+        for source in (entry, entry.get("meta") or {}):
+            for key in _CONTEXT_KEYS:
+                value = source.get(key)
+                if isinstance(value, int) and value > 0:
+                    return value
+        return self._props_context()
+
+    def _props_context(self) -> int | None:
+        """llama.cpp server's ``/props`` holds the context it was started with."""
+        try:
+            props = self._http_json("GET", f"{self.root_url}/props", None)
+        except (OSError, ValueError):
+            return None
+        settings = props.get("default_generation_settings") or {}
+        value = settings.get("n_ctx") or props.get("n_ctx")
+        return value if isinstance(value, int) and value > 0 else None
+
+    def _http_json(self, method: str, url: str, body: dict | None, timeout: float | None = None) -> dict:
+        """A small JSON request outside the OpenAI API (tokenizer endpoints); raises OSError or ValueError."""
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(url, data=data, method=method, headers={
+            "Authorization": f"Bearer {self._key}", "Content-Type": "application/json"})
+        wait = timeout or min(self.timeout, 10.0)
+        with _semaphore(), urllib.request.urlopen(request, timeout=wait) as response:
+            out = json.loads(response.read().decode("utf-8"))
+        if not isinstance(out, dict):
+            raise ValueError("not a JSON object")
+        return out
+
+    # --- the protocol ---------------------------------------------------------------------------------------
+    def complete(self, messages: Sequence[Message], max_tokens: int = 64, stop: Sequence[str] = (),
+                 temperature: float = 0.0, seed: int | None = None) -> Completion:
+        payload = [{"role": m["role"], "content": m["content"]} for m in messages]
+        kwargs: dict[str, Any] = {"model": self.model, "messages": payload, "max_tokens": max_tokens,
+                                  "temperature": temperature, "seed": self.seed if seed is None else seed}
+        if stop:
+            kwargs["stop"] = list(stop)[:MAX_SERVER_STOPS]
+        start = time.perf_counter()
+        response = self._retrying(lambda: self._client.chat.completions.create(**kwargs), "chat completion")
+        seconds = time.perf_counter() - start
+        if not getattr(response, "choices", None):
+            raise ModelError(f"the model server at {self.base_url} answered without a completion: "
+                             f"{_one_line(response, 160)}")
+        choice = response.choices[0]
+        text, cut = _cut_at_stop(choice.message.content or "", stop)
+        finish = "stop" if cut else (choice.finish_reason or "stop")
+        usage = response.usage
+        if usage is not None:
+            prompt_tokens, completion_tokens = usage.prompt_tokens or 0, usage.completion_tokens or 0
+            details = getattr(usage, "prompt_tokens_details", None)
+            cached = (getattr(details, "cached_tokens", 0) or 0) if details is not None else 0
+        else:  # a server that reports no usage: estimates
+            prompt_tokens, completion_tokens, cached = self.count_tokens(messages), self._estimate(text), 0
+        return Completion(text=text, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                          seconds=seconds, cached_tokens=cached, finish_reason=finish)
+
+    def count_tokens(self, messages: Sequence[Message]) -> int:
+        """The server's count where it can tokenize (see the module's notes), else an estimate."""
+        if self._tokenizer is None:
+            self._probe_tokenizer(messages)
+        if self._tokenizer == "messages":
+            try:
+                return int(self._http_json("POST", f"{self.root_url}/tokenize", {
+                    "model": self.model, "messages": [dict(m) for m in messages]})["count"])
+            except (OSError, ValueError, KeyError, TypeError):
+                return self._estimate_messages(messages)
+        overhead = MESSAGE_OVERHEAD * len(messages) + GENERATION_OVERHEAD
+        return overhead + sum(self._count_text(m["content"]) for m in messages)
+
+    def close(self) -> None:
+        self._client.close()
+
+    # --- token counting -------------------------------------------------------------------------------------
+    def _probe_tokenizer(self, messages: Sequence[Message]) -> None:
+        """Find which tokenizer endpoint the server has; settles on estimates when it has none."""
+        text = messages[0]["content"] if messages else "hello"
+        probes: list[tuple[str, str, dict, Callable[[dict], bool]]] = [
+            ("messages", "/tokenize", {"model": self.model, "messages": [dict(m) for m in messages[:1]]},
+             lambda r: isinstance(r.get("count"), int)),
+            ("extras", "/extras/tokenize/count", {"model": self.model, "input": text},
+             lambda r: isinstance(r.get("count"), int)),
+            ("llamacpp", "/tokenize", {"content": text}, lambda r: isinstance(r.get("tokens"), list)),
+        ]
+        for method, path, body, ok in probes:
+            try:
+                if ok(self._http_json("POST", f"{self.root_url}{path}", body)):
+                    self._tokenizer = method
+                    return
+            except urllib.error.HTTPError:
+                continue  # no such endpoint (or it wants other input)
+            except (OSError, ValueError):
+                return  # the server is unreachable now: estimate this time, probe again next time
+        self._tokenizer = "estimate"
+
+    def _count_text(self, text: str) -> int:
+        if text in self._text_counts:
+            return self._text_counts[text]
+        try:
+            if self._tokenizer == "extras":
+                count = int(self._http_json("POST", f"{self.root_url}/extras/tokenize/count",
+                                            {"model": self.model, "input": text})["count"])
+            elif self._tokenizer == "llamacpp":
+                count = len(self._http_json("POST", f"{self.root_url}/tokenize", {"content": text})["tokens"])
+            else:
+                return self._estimate(text)
+        except (OSError, ValueError, KeyError, TypeError):
+            return self._estimate(text)
+        if len(self._text_counts) > 4096:
+            self._text_counts.clear()
+        self._text_counts[text] = count
+        return count
+
+    @staticmethod
+    def _estimate(text: str) -> int:
+        return int(len(text) / CHARS_PER_TOKEN + 0.999)
+
+    def _estimate_messages(self, messages: Sequence[Message]) -> int:
+        return (MESSAGE_OVERHEAD * len(messages) + GENERATION_OVERHEAD
+                + sum(self._estimate(m["content"]) for m in messages))
+
+
+def _detail(exc: Any, limit: int = 200) -> str:
+    """The server's own error message from an ``APIStatusError``, on one line."""
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        error = body.get("error", body.get("detail", body.get("message")))
+        if isinstance(error, dict):
+            error = error.get("message") or error.get("detail")
+        if error:
+            return _one_line(error, limit)
+    return _one_line(getattr(exc, "message", exc), limit)
+
+
+def _retry_after(exc: Any) -> float | None:
+    try:
+        value = exc.response.headers.get("retry-after")
+        return float(value) if value is not None else None
+    except (AttributeError, TypeError, ValueError):
+        return None

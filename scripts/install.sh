@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Install duomem with everything the demo and the tests use, into the active Python environment.
+# llama-cpp-python and TextWorld build from source on first install (~15 min on 2 cores); pip caches the wheels.
+# Usage: bash scripts/install.sh [model ...]   (default models: smollm2-135m qwen2.5-coder-0.5b)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python -m pip install --upgrade pip
+python -m pip install torch==2.13.0          # the CPU build; on a GPU machine install your CUDA torch first
+python -m pip install -e ".[all]"
+models=("$@")
+[ ${#models[@]} -gt 0 ] || models=(smollm2-135m qwen2.5-coder-0.5b)
+duomem models install "${models[@]}"

@@ -1,0 +1,217 @@
+"""The OpenAI-compatible backend against a real server: llama-cpp-python's, over the packaged SmolLM2 GGUF."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from duomem.errors import ModelError
+
+ALIAS = "smollm2-135m"
+MESSAGES = [{"role": "system", "content": "You are a household robot. Answer with one command."},
+            {"role": "user", "content": "You see a cabinet 1 and a fridge 1. Your task is to: cool an egg."}]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """llama-cpp-python's OpenAI-compatible server in a subprocess."""
+
+    def __init__(self, gguf: Path, log: Path, api_key: str | None = None) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        self.log = log
+        self._log_fh = log.open("w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", ALIAS,
+             "--host", "127.0.0.1", "--port", str(self.port), "--n_ctx", "2048", "--n_threads", "1",
+             "--n_threads_batch", "1",
+             *(["--api_key", api_key] if api_key else [])],
+            stdout=self._log_fh, stderr=subprocess.STDOUT)
+        self._wait(headers={"Authorization": f"Bearer {api_key}"} if api_key else {})
+
+    def _wait(self, headers: dict, timeout: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the server exited: {self.log.read_text()[-2000:]}")
+            try:
+                request = urllib.request.Request(f"{self.url}/models", headers=headers)
+                with urllib.request.urlopen(request, timeout=2) as response:
+                    if json.load(response)["data"]:
+                        return
+            except OSError:
+                time.sleep(0.3)
+        self.stop()
+        raise RuntimeError(f"the server did not answer within {timeout:.0f} s")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+        self._log_fh.close()
+
+
+@pytest.fixture(scope="module")
+def gguf(smollm2: str) -> Path:
+    for module in ("fastapi", "uvicorn", "sse_starlette", "starlette_context", "pydantic_settings"):
+        if importlib.util.find_spec(module) is None:
+            pytest.skip(f"llama-cpp-python's server needs {module}: pip install 'llama-cpp-python[server]'")
+    from duomem.llm.registry import resolve
+
+    path = resolve(smollm2).path
+    assert path is not None
+    return path
+
+
+@pytest.fixture(scope="module")
+def server(gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = Server(gguf, tmp_path_factory.mktemp("server") / "server.log")
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DUOMEM_OPENAI_RETRIES", "2")
+    monkeypatch.setenv("DUOMEM_OPENAI_BACKOFF", "0.05")
+    monkeypatch.setenv("DUOMEM_OPENAI_TIMEOUT", "60")
+    monkeypatch.setenv("DUOMEM_OPENAI_CONTEXT", "2048")
+
+
+def test_completion_usage_stop_and_greedy_determinism(server: Server):
+    from duomem.llm import load_chat_model
+    from duomem.llm.base import ChatModel
+    from duomem.llm.openai_backend import OpenAIChatModel
+
+    model = OpenAIChatModel(ALIAS, server.url, context_length=2048)
+    assert isinstance(model, ChatModel) and model.name == ALIAS and model.context_length == 2048
+    a = model.complete(MESSAGES, max_tokens=24, stop=["\n"], temperature=0.0, seed=7)
+    b = model.complete(MESSAGES, max_tokens=24, stop=["\n"], temperature=0.0, seed=7)
+    assert a.text == b.text and a.text.strip()
+    assert "\n" not in a.text and a.finish_reason in ("stop", "length")
+    assert a.prompt_tokens > 20 and 0 < a.completion_tokens <= 24 and a.seconds > 0
+    # the count comes from the server's tokenizer (plus template overhead): close to what it was billed
+    assert abs(model.count_tokens(MESSAGES) - a.prompt_tokens) <= 0.2 * a.prompt_tokens
+    long = model.complete(MESSAGES, max_tokens=5, stop=[], temperature=0.0, seed=7)
+    assert long.completion_tokens == 5 and long.finish_reason == "length"
+    # stops are enforced client-side too (the text is cut at the first stop string)
+    word = a.text.split()[-1]
+    cut = model.complete(MESSAGES, max_tokens=24, stop=["\n", word], temperature=0.0, seed=7)
+    assert word not in cut.text and a.text.startswith(cut.text)
+    model.close()
+    routed = load_chat_model(f"openai:{ALIAS}@{server.url}")
+    assert isinstance(routed, OpenAIChatModel) and routed.model == ALIAS
+    routed.close()
+
+
+def test_agent_plays_a_short_episode_through_the_runner(server: Server, prepared: Path, tmp_path: Path,
+                                                       fast_retries: None):
+    from duomem.envs.alfworld_data import load_tasks
+    from duomem.eval.runner import EPISODES, run_rollouts
+    from duomem.eval.spec import RolloutSpec
+
+    spec = RolloutSpec(policy="llm", model=f"openai:{ALIAS}@{server.url}", backend="auto", max_steps=4)
+    task = load_tasks("valid_unseen")[0]
+    result = run_rollouts(spec, [task], tmp_path / "run", name="openai", show_progress=False)
+    assert result.played == 1
+    lines = (tmp_path / "run" / EPISODES).read_text().splitlines()
+    assert len(lines) == 1
+    record = result.records[0]
+    assert record.game_id == task.game_id and record.steps == 4 and record.error is None
+    assert record.model == ALIAS and record.trajectory.model == ALIAS
+    assert record.prompt_tokens > 0 and record.completion_tokens > 0 and record.llm_s > 0
+    assert all(s.raw is not None for s in record.trajectory.steps)
+
+
+def test_unreachable_endpoint_fails_fast_with_one_line(prepared: Path, tmp_path: Path):
+    from duomem.llm.openai_backend import OpenAIChatModel
+
+    start = time.monotonic()
+    with pytest.raises(ModelError, match="cannot reach the model server") as err:
+        OpenAIChatModel(ALIAS, f"http://127.0.0.1:{_free_port()}/v1", max_tries=2, backoff=0.05, timeout=2)
+    assert time.monotonic() - start < 10 and "\n" not in str(err.value)
+    # through the CLI: one line on stderr, exit code 2, no traceback
+    env = {**os.environ, "DUOMEM_OPENAI_RETRIES": "2", "DUOMEM_OPENAI_BACKOFF": "0.05",
+           "DUOMEM_OPENAI_TIMEOUT": "2", "COLUMNS": "400"}
+    cli = subprocess.run(
+        [sys.executable, "-m", "duomem.cli", "eval", "--policy", "llm", "--model",
+         f"openai:{ALIAS}@http://127.0.0.1:{_free_port()}/v1", "--split", "valid_unseen", "--games", "1",
+         "--max-steps", "2", "--out", str(tmp_path / "cli"), "--no-progress"],
+        env=env, capture_output=True, text=True, timeout=120)
+    assert cli.returncode == 2, cli.stderr
+    assert "Traceback" not in cli.stderr and len(cli.stderr.strip().splitlines()) == 1
+    assert "cannot reach the model server" in cli.stderr
+
+
+def test_wrong_path_is_a_clear_404(server: Server):
+    from duomem.llm.openai_backend import OpenAIChatModel
+
+    model = OpenAIChatModel(ALIAS, server.url.replace("/v1", "/nowhere/v1"), max_tries=2, backoff=0.05)
+    with pytest.raises(ModelError, match=r"does not serve 'smollm2-135m' \(HTTP 404") as err:
+        model.complete(MESSAGES, max_tokens=4)
+    assert "\n" not in str(err.value)
+
+
+def test_bad_key_is_a_clear_error(gguf: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from duomem.llm.openai_backend import OpenAIChatModel
+
+    srv = Server(gguf, tmp_path / "keyed.log", api_key="s3cret")
+    try:
+        monkeypatch.setenv("DUOMEM_OPENAI_KEY_ENV", "MY_TEACHER_KEY")
+        monkeypatch.setenv("MY_TEACHER_KEY", "wrong")
+        with pytest.raises(ModelError, match=r"rejected the API key \(HTTP 401\); set MY_TEACHER_KEY") as err:
+            OpenAIChatModel(ALIAS, srv.url, max_tries=2, backoff=0.05)
+        assert "\n" not in str(err.value)
+        monkeypatch.delenv("MY_TEACHER_KEY")  # the placeholder key is refused too
+        with pytest.raises(ModelError, match="rejected the API key"):
+            OpenAIChatModel(ALIAS, srv.url, max_tries=2, backoff=0.05)
+        monkeypatch.setenv("MY_TEACHER_KEY", "s3cret")
+        model = OpenAIChatModel(ALIAS, srv.url, max_tries=2, backoff=0.05)
+        assert model.complete(MESSAGES, max_tokens=4).completion_tokens > 0
+        model.close()
+    finally:
+        srv.stop()
+
+
+def test_server_dying_mid_run_keeps_finished_episodes(gguf: Path, prepared: Path, tmp_path: Path,
+                                                      fast_retries: None):
+    from duomem.envs.alfworld_data import load_tasks
+    from duomem.eval.runner import EPISODES, run_rollouts
+    from duomem.eval.spec import RolloutSpec
+
+    srv = Server(gguf, tmp_path / "dying.log")
+    try:
+        spec = RolloutSpec(policy="llm", model=f"openai:{ALIAS}@{srv.url}", max_steps=3)
+        tasks = load_tasks("valid_unseen")[:3]
+        killed = []
+
+        def kill_after_first(record) -> None:
+            if not killed:
+                srv.proc.kill()
+                srv.proc.wait(timeout=30)
+                killed.append(record.game_id)
+
+        with pytest.raises(ModelError, match="stopped answering mid-run") as err:
+            run_rollouts(spec, tasks, tmp_path / "run", name="dying", show_progress=False,
+                         on_record=kill_after_first)
+        assert "\n" not in str(err.value)
+        kept = [json.loads(line) for line in (tmp_path / "run" / EPISODES).read_text().splitlines()]
+        assert [r["game_id"] for r in kept] == killed == [tasks[0].game_id]
+        assert kept[0]["steps"] == 3 and kept[0]["error"] is None
+    finally:
+        srv.stop()

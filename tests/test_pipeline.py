@@ -1,0 +1,142 @@
+"""The DuoMem pipeline: configuration, stage caching, the report, and (slow) the whole run end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from duomem.errors import ConfigError
+from duomem.pipeline.config import load_config
+from duomem.pipeline.stages import StageRunner
+
+
+def test_config_defaults_and_overrides(tmp_path: Path):
+    path = tmp_path / "c.yaml"
+    path.write_text("name: x\nstudent: {model: smollm2-135m}\n")
+    cfg = load_config(path, ["eval.workers=4", "eval.k_sweep=[1, 3]", "teacher.policy=expert"])
+    assert cfg.name == "x" and cfg.eval.workers == 4 and cfg.eval.k_sweep == [1, 3]
+    assert cfg.eval.configs == ["nomem", "own_memory", "teacher_memory", "lora_own_memory", "duomem", "teacher"]
+
+
+@pytest.mark.parametrize(("text", "overrides", "message"), [
+    ("student: {modle: x}\n", [], "student.modle: Extra inputs"),
+    ("lora: {rank: 0}\n", [], "lora.rank"),
+    ("eval: {configs: [nomem, magic]}\n", [], "unknown configs"),
+    ("teacher: {policy: llm}\n", [], "llm teacher needs teacher.model"),
+    ("[1, 2]\n", [], "mapping"),
+    ("a: [\n", [], "not valid YAML"),
+    ("", ["eval.workers"], "section.field=value"),
+    ("", ["eval.workers=-1"], "eval.workers"),
+])
+def test_invalid_configs_fail_before_work(tmp_path: Path, text: str, overrides: list[str], message: str):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path, overrides)
+
+
+def test_missing_config_file(tmp_path: Path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "none.yaml")
+
+
+def test_stage_caching(tmp_path: Path):
+    calls: list[str] = []
+
+    def work(tag: str):
+        def fn(d: Path) -> dict:
+            calls.append(tag)
+            (d / "out.txt").write_text(tag)
+            return {"tag": tag}
+        return fn
+
+    runner = StageRunner(tmp_path)
+    first = runner.run("s", {"a": 1}, work("one"))
+    again = StageRunner(tmp_path).run("s", {"a": 1}, work("two"))
+    assert calls == ["one"] and again.cached and again.info == {"tag": "one"} and again.path == first.path
+    other = StageRunner(tmp_path).run("s", {"a": 2}, work("three"))
+    assert calls == ["one", "three"] and other.path != first.path
+
+
+def test_interrupted_stage_is_entered_again(tmp_path: Path):
+    def crash(d: Path) -> dict:
+        (d / "partial").write_text("x")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        StageRunner(tmp_path).run("s", {"a": 1}, crash)
+    seen = {}
+
+    def finish(d: Path) -> dict:
+        seen["partial"] = (d / "partial").is_file()
+        return {}
+
+    result = StageRunner(tmp_path).run("s", {"a": 1}, finish)
+    assert seen == {"partial": True} and not result.cached
+
+
+def _summary(name, rate, per_type, wall, steps=20.0):
+    return {"name": name, "policy": "llm", "model": "m", "split": "valid_unseen", "n_episodes": 10,
+            "success_rate": rate, "per_type": per_type, "mean_steps": steps, "invalid_action_rate": 0.1,
+            "wall_s_per_episode": wall, "peak_rss_mb": 500.0}
+
+
+def test_report_numbers(tmp_path: Path):
+    from duomem.pipeline.report import build_report, plot, report_markdown
+
+    summaries = {
+        "nomem": _summary("nomem", 0.1, {"pick": {"n": 5, "success_rate": 0.2}, "heat": {"n": 5, "success_rate": 0.0}}, 40.0),
+        "duomem": _summary("duomem", 0.55, {"pick": {"n": 5, "success_rate": 0.8}, "heat": {"n": 5, "success_rate": 0.3}}, 20.0),
+        "teacher": _summary("teacher", 0.85, {"pick": {"n": 5, "success_rate": 1.0}, "heat": {"n": 5, "success_rate": 0.7}}, 5.0),
+    }
+    report = build_report("t", "s", "expert", summaries, {1: {"success_rate": 0.3, "n_episodes": 4}}, 1,
+                          {"loras": {}}, {"split": "valid_unseen", "n_games": 10, "max_steps": 50,
+                                          "backend": "llamacpp"}, {"split": "valid_seen", "n_games": 4})
+    assert report["derived"]["gap_closed"] == pytest.approx((0.55 - 0.1) / (0.85 - 0.1))
+    assert report["derived"]["speedup_vs_teacher"] == {"nomem": 0.125, "duomem": 0.25, "teacher": 1.0}
+    md = report_markdown(report)
+    assert "| LoRA + teacher memory (DuoMem) | 55.0 | 80.0 | 30.0 |" in md
+    assert "| no memory | 10.0 | 20.0 | 0.0 | 20.0 | 10.0 | 40.0 | 0.12x | 500 | 4.3 |" in md
+    assert "Gap closed by DuoMem" in md and "60.0%" in md
+    plot(report, tmp_path)
+    assert (tmp_path / "success_per_type.png").stat().st_size > 1000
+    assert (tmp_path / "success_vs_time.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_whole_pipeline_runs_caches_and_resumes(duomem_home: Path, smollm2: str, needs_torch, tmp_path: Path):
+    """`duomem demo --ci`: every stage on generated games; killed mid-run it resumes; a rerun does no work."""
+    out = tmp_path / "ci"
+    cmd = [sys.executable, "-m", "duomem.cli", "demo", "--ci", "--out", str(out), "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ))
+    deadline = time.time() + 1200
+    while time.time() < deadline and not list((out / "stages").glob("eval_tune_*/episodes.jsonl")):
+        time.sleep(1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=2400)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["configs"]) == {"nomem", "own_memory", "teacher_memory", "lora_own_memory", "duomem",
+                                      "teacher"}
+    for s in report["configs"].values():
+        assert s["n_episodes"] == 2 and s["complete"]
+    assert set(report["k_sweep"]) == {"1", "2"} and report["chosen_k"] in (1, 2)
+    assert report["artifacts"]["teacher_bank"]["n_entries"] >= 1 and report["artifacts"]["loras"]
+    assert (out / "report.md").is_file() and (out / "success_per_type.png").is_file()
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert json.loads((out / "stages_executed.json").read_text()) == []
+    changed = subprocess.run([*cmd, "--set", "eval.max_steps=3"], capture_output=True, text=True, timeout=2400)
+    assert changed.returncode == 0, changed.stderr[-3000:]
+    executed = json.loads((out / "stages_executed.json").read_text())
+    assert executed and all(name.startswith(("eval_", "student_collect", "own_bank", "sft_", "lora_"))
+                            for name in executed)
+    assert "teacher_collect" not in executed and "generate" not in executed
