@@ -150,3 +150,29 @@ def test_training_resumes_after_kill(small_sft: Path, tmp_path: Path, smollm2: s
     assert meta["steps"] == 3 and meta["resumed_from"] and "checkpoint-" in meta["resumed_from"]
     changed = subprocess.run([*cmd[:-4], "--rank", "8", "--threads", "2"], capture_output=True, text=True)
     assert changed.returncode == 2 and "other data or settings" in changed.stderr
+
+
+@pytest.mark.slow
+def test_data_parallel_training_on_cpu(small_sft: Path, tmp_path: Path, smollm2: str):
+    """`--nproc 2` runs two torchrun ranks (gloo on CPU here; NCCL, one per GPU, with --device cuda)."""
+    out = tmp_path / "ddp"
+    done = subprocess.run([sys.executable, "-m", "duomem.cli", "distill", "train", "--model", smollm2, "--data",
+                           str(small_sft), "--out", str(out), "--max-steps", "1", "--batch-size", "1", "--rank", "4",
+                           "--nproc", "2"], capture_output=True, text=True, timeout=1800)
+    assert done.returncode == 0, done.stderr[-3000:]
+    meta = json.loads((out / "training.json").read_text())
+    assert meta["world_size"] == 2 and meta["steps"] == 1
+    assert (out / "adapter_model.safetensors").is_file()
+
+
+@pytest.mark.gpu
+def test_lora_on_cuda(small_sft: Path, tmp_path: Path, smollm2: str):
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    from duomem.distill.train import LoraConfig, train_lora
+
+    meta = train_lora(smollm2, small_sft, tmp_path / "a", LoraConfig(rank=8, max_steps=3, batch_size=2),
+                      device="cuda")
+    assert meta["steps"] == 3 and meta["device"] == "cuda"

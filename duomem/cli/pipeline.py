@@ -50,4 +50,4 @@ def demo_command(
         cfg = load_config(path, overrides)
     report, _ = run_pipeline(cfg, console, show_progress=progress)
     console.print(f"[bold]report:[/bold] {report}")
-    console.print(Path(report).read_text(), highlight=False)
+    console.print(Path(report).read_text(), highlight=False, markup=False)

@@ -20,7 +20,24 @@ def episode_seed(seed: int, game_id: str, sample: int) -> int:
     return zlib.crc32(f"{seed}:{game_id}:{sample}".encode()) & 0x7FFFFFFF
 
 
+def reset_peak_rss() -> None:
+    """Start measuring peak memory afresh (Linux: clears the VmHWM high-water mark); elsewhere a no-op."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+    except OSError:
+        pass
+
+
 def peak_rss_mb() -> float:
+    """Peak resident memory of this process since the last :func:`reset_peak_rss` (or since it started)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 

@@ -24,7 +24,7 @@ from rich.progress import (
 
 from duomem.envs.base import TASK_TYPES, TaskSpec
 from duomem.errors import ConfigError
-from duomem.eval.episode import run_episode
+from duomem.eval.episode import reset_peak_rss, run_episode
 from duomem.eval.records import EpisodeRecord
 from duomem.eval.spec import RolloutSpec
 from duomem.eval.summary import summarize, summary_markdown
@@ -82,6 +82,7 @@ def _make_player(spec: RolloutSpec) -> dict:
     from duomem.agent.factory import build_policy
     from duomem.envs.alfworld import AlfworldEnv
 
+    reset_peak_rss()  # the run's peak memory: this process's model and game, not what it held before
     env = AlfworldEnv(max_steps=spec.max_steps, step_timeout=spec.step_timeout, expert=spec.policy == "expert",
                       expert_fix=spec.expert_fix)
     return {"spec": spec, "env": env, "policy": build_policy(spec)}
