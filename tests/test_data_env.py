@@ -115,3 +115,27 @@ def test_step_timeout_recovers(prepared: Path, monkeypatch: pytest.MonkeyPatch):
     assert obs.admissible_commands
     assert not env.step("look").done
     env.close()
+
+
+@pytest.mark.parametrize("expert_fix", [True, False])
+def test_a_crashing_expert_does_not_end_the_game(prepared: Path, expert_fix: bool):
+    """ALFWorld's handcoded expert raises on some (generated) layouts; the played step stands and the expert's
+    plan falls back to ALFWorld's default ``look``."""
+    from duomem.envs.alfworld import AlfworldEnv
+    from duomem.envs.alfworld_data import load_tasks
+
+    env = AlfworldEnv(max_steps=10, expert=True, expert_fix=expert_fix)
+    task = load_tasks("valid_unseen")[0]
+    env.reset(task)
+    wrapper = env._env
+    while not hasattr(wrapper, "_handcoded_expert"):
+        wrapper = wrapper._wrapped_env
+
+    def broken(*args, **kwargs):
+        raise IndexError("Cannot choose from an empty sequence")
+
+    wrapper._handcoded_expert.act = broken
+    obs = env.step("look")
+    assert obs.expert_action == "look" and not obs.done and obs.admissible_commands
+    assert wrapper.expert_error == "IndexError: Cannot choose from an empty sequence"
+    env.close()

@@ -59,3 +59,24 @@ def test_context_overflow_is_a_clear_error(smollm2_model):
 def test_decode_speed(smollm2_model):
     speed = smollm2_model.decode_speed(n_tokens=16)
     assert speed["decode_tokens"] == 16 and speed["decode_tokens_per_s"] > 0
+
+
+def test_batched_generation_matches_one_at_a_time(smollm2):
+    """complete_batch (length-sorted micro-batches, per-row stop strings) gives each row what complete gives it."""
+    from duomem.llm import load_chat_model
+
+    model = load_chat_model(smollm2, backend="transformers", device="cpu")
+    convs = [
+        [{"role": "user", "content": "Name one fruit."}],
+        [{"role": "system", "content": "You play a text game. Answer with one action."},
+         {"role": "user", "content": "You are in a kitchen. There is a fridge and a mug.\n>"}],
+        [{"role": "user", "content": "Count from one to five, one word per line, then stop."}],
+    ]
+    model.batch_token_budget = 80  # forces several micro-batches
+    batched = model.complete_batch(convs, max_tokens=12, stop=["\n>", "five"])
+    single = []
+    for conv in convs:
+        single.append(model.complete(conv, max_tokens=12, stop=["\n>", "five"]))
+    assert [c.text for c in batched] == [c.text for c in single]
+    assert [c.prompt_tokens for c in batched] == [c.prompt_tokens for c in single]
+    model.close()

@@ -103,8 +103,18 @@ def test_report_numbers(tmp_path: Path):
     assert report["derived"]["speedup_vs_teacher"] == {"nomem": 0.125, "duomem": 0.25, "teacher": 1.0}
     md = report_markdown(report)
     assert "| LoRA + teacher memory (DuoMem) | 55.0 | 80.0 | 30.0 |" in md
-    assert "| no memory | 10.0 | 20.0 | 0.0 | 20.0 | 10.0 | 40.0 | 0.12x | 500 | 4.3 |" in md
+    assert "| no memory | 10.0 | 20.0 | 0.0 | 20.0 | 10.0 | 40.0 | - | 0.12x | 500 | 4.3 |" in md
     assert "Gap closed by DuoMem" in md and "60.0%" in md
+    # throughput (episodes per hour) is the basis of the speed-up where both runs report it: batched episodes
+    # share their batch's time, so seconds per episode would understate a batched run.
+    summaries["nomem"]["episodes_per_hour"], summaries["teacher"]["episodes_per_hour"] = 900.0, 600.0
+    again = build_report("t", "s", "expert", summaries, {}, 1, {"loras": {}},
+                         {"split": "valid_unseen", "n_games": 10, "max_steps": 50, "backend": "transformers"},
+                         {"split": "valid_seen", "n_games": 4})
+    assert again["derived"]["speedup_vs_teacher"]["nomem"] == pytest.approx(1.5)
+    assert again["derived"]["speedup_basis"] == {"nomem": "episodes per hour", "duomem": "seconds per episode",
+                                                 "teacher": "episodes per hour"}
+    assert "| 900 | 1.50x |" in report_markdown(again)
     plot(report, tmp_path)
     assert (tmp_path / "success_per_type.png").stat().st_size > 1000
     assert (tmp_path / "success_vs_time.png").stat().st_size > 1000

@@ -14,16 +14,33 @@ from duomem.errors import DataError, EnvTimeout
 WELCOME = "-= Welcome to TextWorld, ALFRED! =-"
 
 
-def _fixed_expert_wrapper():
-    """ALFWorld 0.4's grammar says ``move X to Y`` where older releases said ``put X in/on Y``, but the handcoded
-    expert still tracks its inventory by looking for "put" in the last command: after placing the first of two
-    objects it believes it still holds it and wanders (it wins few pick_two games). This wrapper tells the expert
+def _expert_wrapper(fix: bool):
+    """ALFWorld's handcoded expert as a textworld wrapper, made safe and optionally repaired.
+
+    Safe: the expert raises on some games (``random.choice`` over no object of interest when a generated layout
+    gives it nothing to search); the step that was played stands, the expert's plan falls back to ALFWorld's
+    default ``look`` and the error is kept in ``expert_error``, so one game cannot end a whole run.
+
+    Repaired (``fix``): ALFWorld 0.4's grammar says ``move X to Y`` where older releases said ``put X in/on Y``,
+    but the expert still tracks its inventory by looking for "put" in the last command: after placing the first of
+    two objects it believes it still holds it and wanders (it wins few pick_two games). The repair tells the expert
     the old wording of the command that was actually played."""
     import textworld
     from alfworld.agents.environment.alfred_tw_env import AlfredExpert
 
-    class FixedAlfredExpert(AlfredExpert):
+    class SafeAlfredExpert(AlfredExpert):
+        expert_error: str | None = None
+
+        def _gather_infos(self):
+            try:
+                super()._gather_infos()
+            except Exception as exc:  # the expert's own bug, not the game's: keep playing
+                self.expert_error = f"{type(exc).__name__}: {exc}"
+                self.state["extra.expert_plan"] = ["look"]
+
         def step(self, command):
+            if not fix:
+                return super().step(command)
             self.state, reward, done = textworld.core.Wrapper.step(self, command)
             text = str(command)
             self.prev_command = "put " + text[len("move "):].replace(" to ", " in/on ", 1) \
@@ -31,7 +48,7 @@ def _fixed_expert_wrapper():
             self._gather_infos()
             return self.state, reward, done
 
-    return FixedAlfredExpert
+    return SafeAlfredExpert
 
 
 class AlfworldEnv:
@@ -39,7 +56,7 @@ class AlfworldEnv:
 
     ``done`` is set when the game is won or ``max_steps`` actions were taken. A step that exceeds ``step_timeout``
     seconds raises :class:`EnvTimeout` and the engine is reloaded at the next reset. ``expert_fix`` (default)
-    repairs the handcoded expert's inventory tracking under the 0.4 grammar (see :func:`_fixed_expert_wrapper`);
+    repairs the handcoded expert's inventory tracking under the 0.4 grammar (see :func:`_expert_wrapper`);
     ``expert_fix=False`` is ALFWorld's expert exactly as released.
     """
 
@@ -57,7 +74,7 @@ class AlfworldEnv:
 
     def _load(self, game_file: str) -> None:
         import textworld
-        from alfworld.agents.environment.alfred_tw_env import AlfredDemangler, AlfredExpert, AlfredInfos
+        from alfworld.agents.environment.alfred_tw_env import AlfredDemangler, AlfredInfos
 
         if not Path(game_file).is_file():
             raise DataError(f"game file {game_file} is missing; run `duomem data prepare` again")
@@ -66,7 +83,7 @@ class AlfworldEnv:
         infos = textworld.EnvInfos(won=True, admissible_commands=True, extras=extras)
         wrappers = [AlfredDemangler(shuffle=False), AlfredInfos]
         if self.expert:
-            wrappers.append(_fixed_expert_wrapper() if self.expert_fix else AlfredExpert)
+            wrappers.append(_expert_wrapper(self.expert_fix))
         try:
             self._env = call_with_timeout(lambda: textworld.start(game_file, infos, wrappers=wrappers),
                                           self.step_timeout and self.step_timeout * 4, f"loading {game_file}")

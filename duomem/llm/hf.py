@@ -207,40 +207,61 @@ class TransformersChatModel:
         return Completion(text=cut, prompt_tokens=len(ids), completion_tokens=len(new), seconds=seconds,
                           cached_tokens=prefix, finish_reason=finish)
 
+    #: Token budget of one padded forward pass in ``complete_batch`` (rows x longest prompt).
+    batch_token_budget: int = 393216
+
     def complete_batch(self, conversations: Sequence[Sequence[Message]], max_tokens: int = 64,
                        stop: Sequence[str] = (), temperature: float = 0.0, seed: int | None = None) -> list[Completion]:
-        """One left-padded batched ``generate`` for several conversations (no KV reuse across calls)."""
-        import torch
+        """Left-padded batched ``generate`` for several conversations (no KV reuse across calls).
 
+        Prompts are sorted by length and cut into micro-batches of at most ``batch_token_budget`` padded tokens,
+        so short prompts are not padded to the longest one; each row stops at its own stop string."""
         if not conversations:
             return []
         encoded = [encode(self.bundle, render(self.bundle, m)) for m in conversations]
-        width = max(len(e) for e in encoded)
+        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+        results: list[Completion | None] = [None] * len(encoded)
+        group: list[int] = []
+        for i in order:
+            if group and (len(group) + 1) * len(encoded[i]) > self.batch_token_budget:
+                self._generate_group(group, encoded, results, max_tokens, stop, temperature, seed)
+                group = []
+            group.append(i)
+        self._generate_group(group, encoded, results, max_tokens, stop, temperature, seed)
+        return [r for r in results if r is not None]
+
+    def _generate_group(self, group: list[int], encoded: list[list[int]], results: list[Completion | None],
+                        max_tokens: int, stop: Sequence[str], temperature: float, seed: int | None) -> None:
+        import torch
+
+        width = max(len(encoded[i]) for i in group)
         pad = self.bundle.tokenizer.pad_token_id
-        input_ids = torch.full((len(encoded), width), pad, dtype=torch.long)
-        attention = torch.zeros((len(encoded), width), dtype=torch.long)
-        for row, ids in enumerate(encoded):
+        input_ids = torch.full((len(group), width), pad, dtype=torch.long)
+        attention = torch.zeros((len(group), width), dtype=torch.long)
+        for row, i in enumerate(group):
+            ids = encoded[i]
             input_ids[row, width - len(ids):] = torch.tensor(ids)
             attention[row, width - len(ids):] = 1
         if seed is not None:
             torch.manual_seed(seed)
+        kwargs = self._generation_kwargs(max_tokens, temperature)
+        if [s for s in stop if s]:
+            kwargs.update(stop_strings=[s for s in stop if s], tokenizer=self.bundle.tokenizer)
         start = time.perf_counter()
         with torch.no_grad():
             out = self.bundle.model.generate(input_ids.to(self.device), attention_mask=attention.to(self.device),
-                                             **self._generation_kwargs(max_tokens, temperature))
+                                             **kwargs)
         seconds = time.perf_counter() - start
         stop_ids = set(self._stop_ids())
-        results = []
-        for row, ids in enumerate(encoded):
+        for row, i in enumerate(group):
             new = out[row, width:].tolist()
-            for i, t in enumerate(new):
+            for j, t in enumerate(new):
                 if t in stop_ids:
-                    new = new[:i]
+                    new = new[:j]
                     break
             text = self._cut(self.bundle.tokenizer.decode(new, skip_special_tokens=True), stop)
-            results.append(Completion(text=text, prompt_tokens=len(ids), completion_tokens=len(new),
-                                      seconds=seconds / len(encoded)))
-        return results
+            results[i] = Completion(text=text, prompt_tokens=len(encoded[i]), completion_tokens=len(new),
+                                    seconds=seconds / len(group))
 
     def close(self) -> None:
         self._cache = None

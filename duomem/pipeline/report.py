@@ -28,13 +28,20 @@ def _pct(x: float | None) -> str:
 
 
 def derived(summaries: dict[str, dict]) -> dict:
-    """Gap closed by DuoMem and each configuration's speed-up against the teacher."""
-    out: dict = {"speedup_vs_teacher": {}, "gap_closed": None}
+    """Gap closed by DuoMem and each configuration's speed-up against the teacher.
+
+    The speed-up compares throughput (episodes per hour of elapsed time, which counts parallel workers and batched
+    episodes fairly) where both runs report it, else seconds per episode."""
+    out: dict = {"speedup_vs_teacher": {}, "speedup_basis": {}, "gap_closed": None}
     teacher = summaries.get("teacher")
-    if teacher and teacher["wall_s_per_episode"] > 0:
+    if teacher:
         for name, s in summaries.items():
-            if s["wall_s_per_episode"] > 0:
+            if s.get("episodes_per_hour") and teacher.get("episodes_per_hour"):
+                out["speedup_vs_teacher"][name] = s["episodes_per_hour"] / teacher["episodes_per_hour"]
+                out["speedup_basis"][name] = "episodes per hour"
+            elif s["wall_s_per_episode"] > 0 and teacher["wall_s_per_episode"] > 0:
                 out["speedup_vs_teacher"][name] = teacher["wall_s_per_episode"] / s["wall_s_per_episode"]
+                out["speedup_basis"][name] = "seconds per episode"
     base, duo = summaries.get("nomem"), summaries.get("duomem")
     if base and duo and teacher and teacher["success_rate"] != base["success_rate"]:
         out["gap_closed"] = (duo["success_rate"] - base["success_rate"]) / (teacher["success_rate"]
@@ -50,17 +57,22 @@ def report_markdown(report: dict) -> str:
              f"Student `{report['student']}`, teacher `{report['teacher']}`; evaluated on "
              f"{report['eval']['n_games']} games of `{report['eval']['split']}` (max {report['eval']['max_steps']} "
              f"steps, backend {report['eval']['backend']}); memories retrieved top-{report['chosen_k']}.", ""]
-    head = ["configuration", "success %", *types, "mean steps", "invalid %", "s/episode", "speed-up vs teacher",
+    head = ["configuration", "success %", *types, "mean steps", "invalid %", "s/episode", "episodes/h",
+            "speed-up vs teacher",
             "peak RSS MB", "paper %"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, s in configs.items():
         row = [LABELS.get(name, name), _pct(s["success_rate"]),
                *[_pct(s["per_type"].get(t, {}).get("success_rate")) for t in types],
                f"{s['mean_steps']:.1f}", _pct(s["invalid_action_rate"]), f"{s['wall_s_per_episode']:.1f}",
+               f"{s['episodes_per_hour']:.0f}" if s.get("episodes_per_hour") else "-",
                f"{d['speedup_vs_teacher'][name]:.2f}x" if name in d["speedup_vs_teacher"] else "-",
                f"{s['peak_rss_mb']:.0f}", _pct(PAPER["success_rate"].get(name.split('_window')[0]))]
         lines.append("| " + " | ".join(row) + " |")
-    lines += ["", f"Paper column: {PAPER['source']}; not our measurement.", ""]
+    lines += ["", f"Paper column: {PAPER['source']}; not our measurement.",
+              "s/episode is each episode's own elapsed time (in a batched run, episodes share the batch's time); "
+              "episodes/h is throughput over the whole run; the speed-up compares throughput where both runs have "
+              "it.", ""]
     if d["gap_closed"] is not None:
         lines.append(f"Gap closed by DuoMem: (DuoMem - no memory) / (teacher - no memory) = "
                      f"{100 * d['gap_closed']:.1f}%.")
