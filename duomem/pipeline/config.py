@@ -23,6 +23,9 @@ class StudentConfig(_Strict):
     """The on-device student (a packaged model name, a .gguf path or hf:ORG/NAME)."""
     shots: int = Field(2, ge=0, le=2)
     n_ctx: int = Field(8192, ge=1024)
+    collect_backend: Literal["llamacpp", "transformers"] | None = None
+    """Backend for the student's own train-set attempts and for writing its own memories (default:
+    ``eval.backend``); e.g. collect batched on a GPU with transformers, evaluate on device with llama.cpp."""
 
 
 class TeacherConfig(_Strict):

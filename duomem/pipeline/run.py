@@ -75,6 +75,10 @@ class Pipeline:
         return select_games(load_tasks(split, root), n, self.cfg.seed)
 
     # --- specs ---------------------------------------------------------------------------------------------------
+    @property
+    def collect_backend(self) -> str:
+        return self.cfg.student.collect_backend or self.cfg.eval.backend
+
     def student_spec(self, **kw) -> RolloutSpec:
         cfg = self.cfg
         return RolloutSpec(policy="llm", model=cfg.student.model, shots=cfg.student.shots, n_ctx=cfg.student.n_ctx,
@@ -106,13 +110,14 @@ class Pipeline:
 
         cfg = self.cfg
         tasks = self._tasks(cfg.data.train_split, cfg.data.student_train_games)
-        inputs = {"student": cfg.student.model_dump(), "games": _ids(tasks), "max_steps": cfg.eval.max_steps,
-                  "seed": cfg.seed, "backend": cfg.eval.backend}
+        backend = self.collect_backend
+        inputs = {"student": cfg.student.model_dump(exclude={"collect_backend"}), "games": _ids(tasks),
+                  "max_steps": cfg.eval.max_steps, "seed": cfg.seed, "backend": backend}
         return self.stages.run("student_collect", inputs, lambda d: collect(
             policy="llm", model=cfg.student.model, tasks=tasks, out_dir=d, samples=1,
             max_steps=cfg.eval.max_steps, workers=cfg.eval.workers, shots=cfg.student.shots,
             threads=cfg.eval.threads, seed=cfg.seed, show_progress=self.show_progress,
-            backend=cfg.eval.backend, device=cfg.eval.device, batch=cfg.eval.batch))
+            backend=backend, device=cfg.eval.device, batch=cfg.eval.batch))
 
     def build_bank(self, name: str, source: StageResult, file: str, writer: str, include_failures: bool,
                    backend: str = "llamacpp") -> StageResult:
@@ -231,7 +236,7 @@ class Pipeline:
             return None
         student_writer = cfg.memory.student_writer or cfg.student.model
         own_bank = (self.build_bank("own_bank", student, "trajectories.jsonl", student_writer, True,
-                                    backend=cfg.eval.backend) if student else None)
+                                    backend=self.collect_backend) if student else None)
         teacher_bank = (self.build_bank("teacher_bank", teacher, "demonstrations.jsonl", cfg.memory.teacher_writer,
                                         False) if teacher and needs_teacher_bank else None)
         if self._stop("memory"):
