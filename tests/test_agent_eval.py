@@ -123,3 +123,15 @@ def test_spec_validation():
         RolloutSpec(policy="llm")
     with pytest.raises(ConfigError, match="expert"):
         RolloutSpec(policy="expert", model="smollm2-135m")
+
+
+def test_spec_keys_are_stable_and_complete():
+    """Settings that change play change the fingerprint; a later-added setting at its default does not, so runs
+    made before it was added keep resuming."""
+    base = RolloutSpec(policy="llm", model="smollm2-135m", memory="bank")
+    assert "retrieval" not in base.key_fields()
+    assert base.fingerprint() == RolloutSpec(policy="llm", model="smollm2-135m", memory="bank", threads=1,
+                                             device="cuda", step_timeout=5).fingerprint()
+    typed = base.model_copy(update={"retrieval": "same_type"})
+    assert typed.key_fields()["retrieval"] == "same_type" and typed.fingerprint() != base.fingerprint()
+    assert base.model_copy(update={"top_k": 4}).fingerprint() != base.fingerprint()

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from duomem.envs.base import TaskSpec
-from duomem.errors import DataError
+from duomem.errors import ConfigError, DataError
 
 HELD_OUT = {  # task descriptions of valid_unseen games (not in the bank's train tasks)
     "clean": "put a clean bowl in cabinet",
@@ -50,15 +50,26 @@ def test_bank_contents(bank: Path, expert_collection: Path):
         assert text.startswith("Task: ") and "Reference actions:" in text
 
 
-def test_retrieval_prefers_the_same_task_type(bank: Path):
+def test_same_type_retrieval_keeps_the_procedure(bank: Path):
+    """``similarity`` (the paper) ranks the whole bank by description similarity, which can hand an examine task a
+    pick-two memory about the same object; ``same_type`` keeps that ranking but only the task type's memories."""
     from duomem.memory.bank import MemoryBank
 
     b = MemoryBank.load(bank)
+    by_id = {e.id: e for e in b.entries}
     types = {e.task_type for e in b.entries}
     for task_type, description in HELD_OUT.items():
+        task = TaskSpec(game_id="valid_unseen/held-out", split="valid_unseen", task_type=task_type, game_file="",
+                        goal=description)
+        ranking = [mid for mid, _ in b.retriever(top_k=len(b.entries)).retrieve_for(task)]
+        assert len(ranking) == len(b.entries)
+        typed = [mid for mid, _ in b.retriever(top_k=2, retrieval="same_type").retrieve_for(task)]
         if task_type in types:
-            best, _score = b.search(description, k=1)[0]
-            assert best.task_type == task_type, (description, best.goal)
+            assert typed == [m for m in ranking if by_id[m].task_type == task_type][:2]
+        else:
+            assert typed == ranking[:2]  # no memory of that type: the whole bank
+    with pytest.raises(ConfigError, match="unknown retrieval"):
+        b.retriever(top_k=2, retrieval="nearest")  # type: ignore[arg-type]
 
 
 def test_leakage_guard(bank: Path):

@@ -47,6 +47,19 @@ def test_missing_config_file(tmp_path: Path):
         load_config(tmp_path / "none.yaml")
 
 
+@pytest.mark.parametrize("args, message", [
+    (["data", "generate", "--out", "x", "--n", "1", "--no-such-flag"], "No such option: --no-such-flag"),
+    (["run", "{missing}"], "does not exist"),
+    (["eval", "--policy", "llm", "--model", "smollm2-135m", "--retrieval", "nearest", "--games", "1"], "retrieval"),
+])
+def test_cli_errors_are_one_clear_line(tmp_path: Path, args: list[str], message: str):
+    args = [a.format(missing=tmp_path / "none.yaml") for a in args]
+    done = subprocess.run([sys.executable, "-m", "duomem.cli", *args], capture_output=True, text=True, timeout=120,
+                          cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert message in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
 def test_stage_caching(tmp_path: Path):
     calls: list[str] = []
 

@@ -19,6 +19,6 @@ def build_policy(spec: RolloutSpec) -> Policy:
     if spec.memory and spec.top_k > 0:
         from duomem.memory.bank import MemoryBank
 
-        memory = MemoryBank.load(spec.memory).retriever(top_k=spec.top_k)
+        memory = MemoryBank.load(spec.memory).retriever(top_k=spec.top_k, retrieval=spec.retrieval)
     return ReActAgent(model, shots=spec.shots, memory=memory, history_window=spec.history_window,
                       max_new_tokens=spec.max_new_tokens, temperature=spec.temperature)

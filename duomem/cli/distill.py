@@ -19,13 +19,16 @@ def dataset_command(
     shots: Annotated[int, typer.Option(help="Few-shot examples in the prompt, as the agent will use.")] = 2,
     memory: Annotated[str | None, typer.Option(help="Memory bank whose retrieved memories go into the prompt.")] = None,
     top_k: Annotated[int, typer.Option("--top-k", help="Memories per example.")] = 2,
+    retrieval: Annotated[str, typer.Option(help="similarity or same_type (see duomem eval --help).")]
+    = "similarity",
     history_window: Annotated[int | None, typer.Option(help="Train with the last N turns only (default: full).")] = None,
     model: Annotated[str | None, typer.Option(help="Also count masked/trained tokens with this model's tokenizer.")] = None,
 ) -> None:
     """Turn won trajectories into chat examples in the agent's exact prompt format."""
     from duomem.distill.dataset import build_dataset, load_examples
 
-    meta = build_dataset(trajectories, out, shots=shots, memory=memory, top_k=top_k, history_window=history_window)
+    meta = build_dataset(trajectories, out, shots=shots, memory=memory, top_k=top_k, history_window=history_window,
+                         retrieval=retrieval)
     console.print(f"{meta['examples']} examples from {meta['trajectories']} won trajectories -> {out}")
     if model:
         from duomem.distill.tokenize import tokenize_example

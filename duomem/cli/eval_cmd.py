@@ -32,7 +32,8 @@ def _default_name(spec: RolloutSpec, split: str, games: int | None) -> str:
     if spec.adapter:
         tags.append("lora")
     if spec.memory:
-        tags.append(f"mem-{Path(spec.memory).name}-k{spec.top_k}")
+        tags.append(f"mem-{Path(spec.memory).name}-k{spec.top_k}"
+                    + ("-sametype" if spec.retrieval == "same_type" else ""))
     if spec.policy == "llm" and not tags:
         tags.append("nomem")
     if games:
@@ -53,6 +54,9 @@ def eval_command(
     adapter: Annotated[str | None, typer.Option(help="LoRA adapter: peft folder or GGUF LoRA file.")] = None,
     memory: Annotated[str | None, typer.Option(help="Memory bank folder.")] = None,
     top_k: Annotated[int, typer.Option("--top-k", help="Memories retrieved per task.")] = 2,
+    retrieval: Annotated[str, typer.Option(help="similarity: top-k over the whole bank (the paper); "
+                                                      "same_type: top-k among the task type's memories.")]
+    = "similarity",
     shots: Annotated[int, typer.Option(help="Few-shot examples of the task's type in the prompt (0-2).")] = 2,
     history_window: Annotated[int | None, typer.Option(help="Keep only the last N turns (default: all).")] = None,
     backend: Annotated[str, typer.Option(help="auto, llamacpp, transformers or openai.")] = "auto",
@@ -74,6 +78,7 @@ def eval_command(
     from duomem.eval.runner import select_games
 
     spec = _spec(policy=policy, model=model, max_steps=max_steps, adapter=adapter, memory=memory, top_k=top_k,
+                 retrieval=retrieval,
                  shots=shots, history_window=history_window, backend=backend, device=device, threads=threads,
                  seed=seed, temperature=temperature, expert_fix=expert_fix if policy == "expert" else None)
     chosen = select_games(load_tasks(split, tasks), games, seed)

@@ -52,13 +52,15 @@ def search_command(
     bank: Annotated[Path, typer.Argument(help="Bank folder.")],
     query: Annotated[str, typer.Argument(help="A task description.")],
     k: Annotated[int, typer.Option("-k", help="How many.")] = 4,
+    task_type: Annotated[str | None, typer.Option(help="Only memories of this task type (same_type retrieval).")]
+    = None,
 ) -> None:
     """Print what the agent would retrieve for a task description."""
     from duomem.memory.bank import MemoryBank
 
     b = MemoryBank.load(bank)
     fmt = b.manifest.get("memory_format", "both")
-    for rank, (entry, score) in enumerate(b.search(query, k), start=1):
+    for rank, (entry, score) in enumerate(b.search(query, k, task_type=task_type), start=1):
         console.rule(f"{rank}. {entry.id}  {entry.task_type}  score {score:.3f}")
         console.print(entry.text(fmt), highlight=False)
 

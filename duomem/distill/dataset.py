@@ -45,7 +45,8 @@ def trajectory_examples(traj: Trajectory, shots: int, memories: list[tuple[str, 
 
 
 def build_dataset(trajectories: Path, out: Path, shots: int = 2, memory: str | None = None, top_k: int = 2,
-                  history_window: int | None = None, only_won: bool = True) -> dict:
+                  history_window: int | None = None, only_won: bool = True,
+                  retrieval: str = "similarity") -> dict:
     """Write ``train.jsonl`` and ``dataset.json`` (counts, hash, provenance) into ``out``."""
     trajs = load_trajectories(trajectories)
     chosen = [t for t in trajs if t.won or not only_won]
@@ -55,7 +56,7 @@ def build_dataset(trajectories: Path, out: Path, shots: int = 2, memory: str | N
     if memory and top_k > 0:
         from duomem.memory.bank import MemoryBank
 
-        retriever = MemoryBank.load(memory).retriever(top_k)
+        retriever = MemoryBank.load(memory).retriever(top_k, retrieval)  # type: ignore[arg-type]
     lines = []
     for traj in chosen:
         memories = retriever.retrieve_for(_task_of(traj)) if retriever else []
@@ -75,6 +76,7 @@ def build_dataset(trajectories: Path, out: Path, shots: int = 2, memory: str | N
         "shots": shots,
         "memory": memory,
         "top_k": top_k if memory else 0,
+        "retrieval": retrieval if memory else None,
         "history_window": history_window,
         "sha256": hashlib.sha256(text.encode()).hexdigest(),
     }

@@ -55,7 +55,8 @@ class AlfworldEnv:
     """One ALFWorld game at a time: ``reset(task)`` loads it (reusing a loaded game), ``step(action)`` plays.
 
     ``done`` is set when the game is won or ``max_steps`` actions were taken. A step that exceeds ``step_timeout``
-    seconds raises :class:`EnvTimeout` and the engine is reloaded at the next reset. ``expert_fix`` (default)
+    seconds raises :class:`EnvTimeout` and the engine is reloaded at the next reset (loading and reset get four
+    times ``step_timeout``). ``expert_fix`` (default)
     repairs the handcoded expert's inventory tracking under the 0.4 grammar (see :func:`_expert_wrapper`);
     ``expert_fix=False`` is ALFWorld's expert exactly as released.
     """
@@ -99,7 +100,8 @@ class AlfworldEnv:
             self._load(task.game_file)
         if seed is not None:
             random.seed(seed)
-        state = call_with_timeout(self._env.reset, self.step_timeout, f"reset of {task.game_id}")
+        state = call_with_timeout(self._env.reset, self.step_timeout and self.step_timeout * 4,
+                                  f"reset of {task.game_id}")
         self._steps = 0
         self._done = False
         text = state["feedback"].replace(WELCOME, "").strip()

@@ -27,6 +27,8 @@ class RolloutSpec(BaseModel):
     memory: str | None = None
     """A memory bank folder (``duomem memory build``)."""
     top_k: int = Field(2, ge=0, le=16)
+    retrieval: Literal["similarity", "same_type"] = "similarity"
+    """``similarity``: top-k over all memories (the paper); ``same_type``: top-k among the task type's memories."""
     shots: int = Field(2, ge=0, le=2)
     history_window: int | None = Field(None, ge=1)
     max_steps: int = Field(50, ge=1, le=500)
@@ -50,7 +52,18 @@ class RolloutSpec(BaseModel):
             raise ConfigError("the expert policy takes no --model, --adapter or --memory")
         return self
 
-    def fingerprint(self) -> str:
-        """Hash of the fields that change what is played (not threads or timeouts)."""
+    def key_fields(self) -> dict:
+        """The fields that change what is played (not threads, device or timeouts). Fields added after the first
+        release are left out while at their defaults, so that earlier runs keep their keys and resume."""
         data = self.model_dump(exclude={"threads", "step_timeout", "device"})
-        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+        for name, default in _LATER_FIELDS.items():
+            if data.get(name) == default:
+                data.pop(name)
+        return data
+
+    def fingerprint(self) -> str:
+        """Hash of :meth:`key_fields`."""
+        return hashlib.sha256(json.dumps(self.key_fields(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+_LATER_FIELDS = {"retrieval": "similarity"}

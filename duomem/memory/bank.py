@@ -6,12 +6,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from pydantic import ValidationError
 
 from duomem.envs.base import TaskSpec
-from duomem.errors import DataError
+from duomem.errors import ConfigError, DataError
 from duomem.jsonl import atomic_write_json, atomic_write_text, read_jsonl
 from duomem.memory.embed import BM25Index, Embedder, load_embedder
 from duomem.memory.entry import MemoryEntry, MemoryFormat
@@ -20,6 +21,8 @@ MEMORIES = "memories.jsonl"
 EMBEDDINGS = "embeddings.npy"
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
+Retrieval = Literal["similarity", "same_type"]
+RETRIEVALS: tuple[str, ...] = ("similarity", "same_type")
 
 
 def bank_size_bytes(path: Path) -> int:
@@ -105,13 +108,17 @@ class MemoryBank:
         index = BM25Index([e.goal for e in self.entries])
         return index.scores
 
-    def search(self, query: str, k: int, exclude_game: str | None = None, scorer=None) -> list[tuple[MemoryEntry, float]]:
+    def search(self, query: str, k: int, exclude_game: str | None = None, scorer=None,
+               task_type: str | None = None) -> list[tuple[MemoryEntry, float]]:
         """The ``k`` memories whose task descriptions are most similar to ``query``, best first (ties: bank
-        order), leaving out memories made from ``exclude_game``."""
+        order), leaving out memories made from ``exclude_game``; with ``task_type``, only memories of that type
+        (all of them when the bank has none of that type)."""
         if not self.entries or k <= 0:
             return []
         scores = (scorer or self._scorer())(query)
         order = sorted(range(len(self.entries)), key=lambda i: (-float(scores[i]), i))
+        if task_type and any(e.task_type == task_type for e in self.entries):
+            order = [i for i in order if self.entries[i].task_type == task_type]
         out = []
         for i in order:
             entry = self.entries[i]
@@ -122,19 +129,27 @@ class MemoryBank:
                 break
         return out
 
-    def retriever(self, top_k: int) -> BankRetriever:
-        return BankRetriever(self, top_k)
+    def retriever(self, top_k: int, retrieval: Retrieval = "similarity") -> BankRetriever:
+        return BankRetriever(self, top_k, retrieval)
 
 
 class BankRetriever:
-    """What the agent calls: memories for a task, its own game excluded (no leakage)."""
+    """What the agent calls: memories for a task, its own game excluded (no leakage).
 
-    def __init__(self, bank: MemoryBank, top_k: int) -> None:
+    ``similarity`` ranks all memories by task-description similarity (the DuoMem paper's retrieval);
+    ``same_type`` ranks only memories of the task's type (ALFWorld's goal templates fix the type), so that a
+    "put two mugs in the desk" memory is never retrieved for "examine the mug with the desklamp"."""
+
+    def __init__(self, bank: MemoryBank, top_k: int, retrieval: Retrieval = "similarity") -> None:
+        if retrieval not in RETRIEVALS:
+            raise ConfigError(f"unknown retrieval {retrieval!r}; use {' or '.join(RETRIEVALS)}")
         self.bank = bank
         self.top_k = top_k
+        self.retrieval = retrieval
         self.fmt: MemoryFormat = bank.manifest.get("memory_format", "both")
         self._scorer = bank._scorer()
 
     def retrieve_for(self, task: TaskSpec) -> list[tuple[str, str]]:
-        hits = self.bank.search(task.goal, self.top_k, exclude_game=task.game_id, scorer=self._scorer)
+        hits = self.bank.search(task.goal, self.top_k, exclude_game=task.game_id, scorer=self._scorer,
+                                task_type=task.task_type if self.retrieval == "same_type" else None)
         return [(entry.id, entry.text(self.fmt)) for entry, _ in hits]

@@ -56,6 +56,9 @@ class MemoryConfig(_Strict):
     embedder: str = "minilm"
     top_k: int = Field(2, ge=1, le=16)
     """Used when ``eval.k_sweep`` is empty."""
+    retrieval: Literal["similarity", "same_type"] = "similarity"
+    """``similarity``: top-k by task-description similarity over the whole bank (the DuoMem paper);
+    ``same_type``: top-k among memories of the task's type (used for evaluation and the LoRA data alike)."""
     games: int | None = Field(120, ge=1)
     """Train tasks (a seeded, type-balanced subset of the collected ones) that memories are written from."""
 

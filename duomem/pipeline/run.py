@@ -81,6 +81,8 @@ class Pipeline:
 
     def student_spec(self, **kw) -> RolloutSpec:
         cfg = self.cfg
+        if kw.get("memory"):
+            kw.setdefault("retrieval", cfg.memory.retrieval)
         return RolloutSpec(policy="llm", model=cfg.student.model, shots=cfg.student.shots, n_ctx=cfg.student.n_ctx,
                            max_steps=cfg.eval.max_steps, seed=cfg.seed, threads=cfg.eval.threads,
                            backend=cfg.eval.backend, device=cfg.eval.device, **kw)
@@ -152,8 +154,7 @@ class Pipeline:
         return self.stages.run(name, inputs, work)
 
     def evaluate(self, name: str, spec: RolloutSpec, tasks: list[TaskSpec], stage_name: str | None = None) -> dict:
-        inputs = {"spec": spec.fingerprint(), "spec_fields": spec.model_dump(exclude={"threads", "device",
-                                                                                     "step_timeout"}),
+        inputs = {"spec": spec.fingerprint(), "spec_fields": spec.key_fields(),
                   "games": _ids(tasks), "batch": self.cfg.eval.batch if spec.backend == "transformers" else 1}
 
         def work(d: Path) -> dict:
@@ -184,9 +185,11 @@ class Pipeline:
         cfg = self.cfg
         sft_inputs = {"teacher": teacher.key, "shots": cfg.student.shots, "bank": bank.key if bank else None,
                       "top_k": k if bank else 0}
+        if bank and cfg.memory.retrieval != "similarity":
+            sft_inputs["retrieval"] = cfg.memory.retrieval
         sft = self.stages.run(f"sft_{name}", sft_inputs, lambda d: build_dataset(
             teacher.path / "demonstrations.jsonl", d, shots=cfg.student.shots,
-            memory=bank.info["bank"] if bank else None, top_k=k))
+            memory=bank.info["bank"] if bank else None, top_k=k, retrieval=cfg.memory.retrieval))
         lora_cfg = cfg.lora.model_dump(exclude={"device", "keep_checkpoints"})
         inputs = {"sft": sft.key, "student": cfg.student.model, "lora": lora_cfg, "seed": cfg.seed}
 
