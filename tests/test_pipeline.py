@@ -76,6 +76,11 @@ def test_stage_caching(tmp_path: Path):
     assert calls == ["one"] and again.cached and again.info == {"tag": "one"} and again.path == first.path
     other = StageRunner(tmp_path).run("s", {"a": 2}, work("three"))
     assert calls == ["one", "three"] and other.path != first.path
+    dry = StageRunner(tmp_path, dry=True)  # --report-only: runs nothing
+    assert dry.run("s", {"a": 1}, work("four")).info == {"tag": "one"}
+    with pytest.raises(ConfigError, match="has not finished"):
+        dry.run("s", {"a": 3}, work("five"))
+    assert not dry.run("s", {"a": 3}, work("six"), partial_ok=True).finished and calls == ["one", "three"]
 
 
 def test_interrupted_stage_is_entered_again(tmp_path: Path):
@@ -128,6 +133,16 @@ def test_report_numbers(tmp_path: Path):
     assert again["derived"]["speedup_basis"] == {"nomem": "episodes per hour", "duomem": "seconds per episode",
                                                  "teacher": "episodes per hour"}
     assert "| 900 | 1.50x |" in report_markdown(again)
+    # a partial row (report-only while a run goes on) is marked, a config not started is named, no gap is claimed
+    summaries["duomem"].update(complete=False, n_episodes=4, n_planned=10)
+    partial = build_report("t", "s", "expert", summaries, {}, 1, {"loras": {}},
+                           {"split": "valid_unseen", "n_games": 10, "max_steps": 50, "backend": "llamacpp"},
+                           {"split": "valid_seen", "n_games": 0}, planned=["nomem", "own_memory", "duomem", "teacher"])
+    assert not partial["complete"] and partial["derived"]["gap_closed"] is None
+    md = report_markdown(partial)
+    assert md.startswith("# DuoMem partial report") and "| LoRA + teacher memory (DuoMem)* | 55.0 |" in md
+    assert "DuoMem): 4 of 10 games so far; own memory (MemP baseline): not started" in md
+    assert "Gap closed" not in md
     plot(report, tmp_path)
     assert (tmp_path / "success_per_type.png").stat().st_size > 1000
     assert (tmp_path / "success_vs_time.png").stat().st_size > 1000

@@ -19,6 +19,9 @@ def run_command(
     until: Annotated[str | None, typer.Option(help="Stop after a phase: collect, memory, tune, lora or eval (to "
                                                    "run later phases elsewhere, e.g. on a GPU machine).")] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    report_only: Annotated[bool, typer.Option(help="Run nothing: write the report from the evaluations finished "
+                                                   "so far (unfinished ones as partial rows), e.g. while a long "
+                                                   "run is going or after it was interrupted.")] = False,
 ) -> None:
     """Run the pipeline: collect -> memories -> k -> SFT -> LoRA -> ablation matrix -> report. Finished stages
     are skipped; an interrupted run resumes; a changed setting reruns only what depends on it."""
@@ -26,7 +29,7 @@ def run_command(
     from duomem.pipeline.run import run_pipeline
 
     cfg = load_config(config, set_ or [])
-    report, executed = run_pipeline(cfg, console, show_progress=progress, until=until)
+    report, executed = run_pipeline(cfg, console, show_progress=progress, until=until, report_only=report_only)
     if report:
         console.print(f"report: {report} ({len(executed)} stages did work)")
 

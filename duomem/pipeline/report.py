@@ -43,7 +43,8 @@ def derived(summaries: dict[str, dict]) -> dict:
                 out["speedup_vs_teacher"][name] = teacher["wall_s_per_episode"] / s["wall_s_per_episode"]
                 out["speedup_basis"][name] = "seconds per episode"
     base, duo = summaries.get("nomem"), summaries.get("duomem")
-    if base and duo and teacher and teacher["success_rate"] != base["success_rate"]:
+    whole = all(x is not None and x.get("complete", True) for x in (base, duo, teacher))
+    if whole and base and duo and teacher and teacher["success_rate"] != base["success_rate"]:
         out["gap_closed"] = (duo["success_rate"] - base["success_rate"]) / (teacher["success_rate"]
                                                                           - base["success_rate"])
     return out
@@ -53,16 +54,25 @@ def report_markdown(report: dict) -> str:
     configs: dict[str, dict] = report["configs"]
     d = report["derived"]
     types = [t for t in TASK_TYPES if any(t in s["per_type"] for s in configs.values())]
-    lines = [f"# DuoMem report: {report['name']}", "",
+    partial = [n for n, s in configs.items() if not s.get("complete", True)]
+    missing = [n for n in report.get("planned", configs) if n not in configs]
+    title = "partial report" if partial or missing else "report"
+    lines = [f"# DuoMem {title}: {report['name']}", "",
              f"Student `{report['student']}`, teacher `{report['teacher']}`; evaluated on "
              f"{report['eval']['n_games']} games of `{report['eval']['split']}` (max {report['eval']['max_steps']} "
              f"steps, backend {report['eval']['backend']}); memories retrieved top-{report['chosen_k']}.", ""]
     head = ["configuration", "success %", *types, "mean steps", "invalid %", "s/episode", "episodes/h",
             "speed-up vs teacher",
             "peak RSS MB", "paper %"]
+    if partial or missing:
+        lines += ["**Not finished yet.** " + "; ".join(
+            [f"{LABELS.get(n, n)}: {configs[n]['n_episodes']} of {configs[n]['n_planned']} games so far"
+             for n in partial] + [f"{LABELS.get(n, n)}: not started" for n in missing])
+            + ". Rerun the same `duomem run` command to continue; rows marked * cover the games finished so far.", ""]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, s in configs.items():
-        row = [LABELS.get(name, name), _pct(s["success_rate"]),
+        mark = "*" if name in partial else ""
+        row = [LABELS.get(name, name) + mark, _pct(s["success_rate"]),
                *[_pct(s["per_type"].get(t, {}).get("success_rate")) for t in types],
                f"{s['mean_steps']:.1f}", _pct(s["invalid_action_rate"]), f"{s['wall_s_per_episode']:.1f}",
                f"{s['episodes_per_hour']:.0f}" if s.get("episodes_per_hour") else "-",
@@ -144,8 +154,12 @@ def plot(report: dict, out: Path) -> None:
 
 
 def build_report(name: str, student: str, teacher: str, summaries: dict[str, dict], k_sweep: dict[int, dict],
-                 chosen_k: int, artifacts: dict, eval_info: dict, tune_info: dict) -> dict:
+                 chosen_k: int, artifacts: dict, eval_info: dict, tune_info: dict,
+                 planned: list[str] | None = None) -> dict:
+    planned = planned or list(summaries)
     return {
+        "complete": all(n in summaries and summaries[n].get("complete", True) for n in planned),
+        "planned": planned,
         "name": name,
         "student": student,
         "teacher": teacher,
@@ -162,7 +176,7 @@ def build_report(name: str, student: str, teacher: str, summaries: dict[str, dic
 
 
 def write_report(root: Path, cfg, summaries: dict[str, dict], k_sweep: dict[int, dict], chosen_k: int,
-                 artifacts: dict, eval_games: int) -> Path:
+                 artifacts: dict, eval_games: int, planned: list[str] | None = None) -> Path:
     """Write ``report.json``, ``report.md`` and the plots into ``root``; returns the Markdown path."""
     teacher = "ALFWorld handcoded expert (oracle)" if cfg.teacher.policy == "expert" else cfg.teacher.model
     report = build_report(
@@ -171,6 +185,7 @@ def write_report(root: Path, cfg, summaries: dict[str, dict], k_sweep: dict[int,
                    "backend": cfg.eval.backend},
         tune_info={"split": cfg.data.tune_split,
                    "n_games": next(iter(k_sweep.values()))["n_episodes"] if k_sweep else 0},
+        planned=planned,
     )
     root = Path(root)
     atomic_write_json(root / "report.json", report)

@@ -29,14 +29,16 @@ class Pipeline:
     """One DuoMem experiment, as configured."""
 
     def __init__(self, cfg: PipelineConfig, console: Console | None = None, show_progress: bool = True,
-                 until: str | None = None) -> None:
+                 until: str | None = None, report_only: bool = False) -> None:
         if until is not None and until not in PHASES:
             raise ConfigError(f"--until must be one of {', '.join(PHASES)}, not {until!r}")
         self.until = until
         self.cfg = cfg
         self.root = Path(cfg.output)
         self.console = console or Console()
-        self.stages = StageRunner(self.root, self.console)
+        self.report_only = report_only
+        """Run nothing; report the evaluations finished so far (unfinished ones as partial rows)."""
+        self.stages = StageRunner(self.root, self.console, dry=report_only)
         self.show_progress = show_progress
         self.summaries: dict[str, dict] = {}
         self.k_sweep: dict[int, dict] = {}
@@ -153,7 +155,10 @@ class Pipeline:
 
         return self.stages.run(name, inputs, work)
 
-    def evaluate(self, name: str, spec: RolloutSpec, tasks: list[TaskSpec], stage_name: str | None = None) -> dict:
+    def evaluate(self, name: str, spec: RolloutSpec, tasks: list[TaskSpec], stage_name: str | None = None,
+                 partial_ok: bool = False) -> dict | None:
+        """The evaluation's summary; with ``partial_ok`` in a report-only run, the summary of the episodes
+        finished so far (None when there are none)."""
         inputs = {"spec": spec.fingerprint(), "spec_fields": spec.key_fields(),
                   "games": _ids(tasks), "batch": self.cfg.eval.batch if spec.backend == "transformers" else 1}
 
@@ -164,7 +169,14 @@ class Pipeline:
                               show_progress=self.show_progress)
             return result.summary
 
-        return self.stages.run(stage_name or f"eval_{name}", inputs, work).info
+        result = self.stages.run(stage_name or f"eval_{name}", inputs, work, partial_ok=partial_ok)
+        if result.finished:
+            return result.info
+        from duomem.eval.runner import load_records, write_summary
+
+        if not (result.path / "episodes.jsonl").is_file() or not load_records(result.path):
+            return None
+        return write_summary(result.path, spec, tasks, 1, name)[1]
 
     def tune_k(self, teacher_bank: StageResult) -> int:
         cfg = self.cfg
@@ -283,7 +295,9 @@ class Pipeline:
                                                             memory=teacher_bank.info["bank"], top_k=k,
                                                             history_window=window)
         for name, spec in specs.items():
-            self.summaries[name] = self.evaluate(name, spec, eval_tasks)
+            summary = self.evaluate(name, spec, eval_tasks, partial_ok=True)
+            if summary is not None:
+                self.summaries[name] = summary
         self.artifacts = {
             "own_bank": own_bank.info if own_bank else None,
             "teacher_bank": teacher_bank.info if teacher_bank else None,
@@ -292,15 +306,15 @@ class Pipeline:
             "student_collect": student.info if student else None,
         }
         report = write_report(self.root, cfg, self.summaries, self.k_sweep, self.chosen_k, self.artifacts,
-                              eval_games=len(eval_tasks))
+                              eval_games=len(eval_tasks), planned=list(specs))
         return report
 
 
 def run_pipeline(cfg: PipelineConfig, console: Console | None = None, show_progress: bool = True,
-                 until: str | None = None) -> tuple[Path | None, list[str]]:
+                 until: str | None = None, report_only: bool = False) -> tuple[Path | None, list[str]]:
     """Run (or resume) the pipeline, up to phase ``until`` if given; returns the report path (None when stopped
-    early) and the stages that did work."""
-    pipe = Pipeline(cfg, console, show_progress, until)
+    early) and the stages that did work. ``report_only``: run nothing, report what has finished so far."""
+    pipe = Pipeline(cfg, console, show_progress, until, report_only)
     report = pipe.run()
     atomic_write_text(pipe.root / "stages_executed.json", json.dumps(pipe.stages.executed))
     return report, pipe.stages.executed

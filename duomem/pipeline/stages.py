@@ -16,6 +16,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from duomem.errors import ConfigError
 from duomem.jsonl import atomic_write_json
 
 DONE = "DONE.json"
@@ -33,18 +34,22 @@ class StageResult:
     path: Path
     info: dict
     cached: bool
+    finished: bool = True
+    """False only in a dry run, for a stage that has not finished (nothing was run)."""
 
 
 class StageRunner:
-    """Runs stages under ``<root>/stages`` and reports each on one console line."""
+    """Runs stages under ``<root>/stages`` and reports each on one console line. A ``dry`` runner runs nothing: an
+    unfinished stage is an error, or, where the caller accepts partial work, comes back with ``finished=False``."""
 
-    def __init__(self, root: Path, console: Console | None = None) -> None:
+    def __init__(self, root: Path, console: Console | None = None, dry: bool = False) -> None:
         self.root = Path(root)
+        self.dry = dry
         self.console = console or Console()
         self.results: dict[str, StageResult] = {}
         self.executed: list[str] = []
 
-    def run(self, name: str, inputs: dict, fn: Callable[[Path], dict]) -> StageResult:
+    def run(self, name: str, inputs: dict, fn: Callable[[Path], dict], partial_ok: bool = False) -> StageResult:
         key = stage_key(inputs)
         path = self.root / "stages" / f"{name}-{key}"
         done = path / DONE
@@ -52,6 +57,12 @@ class StageRunner:
             info = json.loads(done.read_text())["info"]
             self.console.print(f"[dim]- {name}: cached ({path})[/dim]")
             result = StageResult(name, key, path, info, cached=True)
+        elif self.dry:
+            if not partial_ok:
+                raise ConfigError(f"stage {name} has not finished ({path}); run the pipeline without --report-only "
+                                  "first")
+            self.console.print(f"[dim]- {name}: not finished ({path})[/dim]")
+            return StageResult(name, key, path, {}, cached=False, finished=False)
         else:
             resumed = path.is_dir()
             self.console.print(f"[bold]- {name}[/bold]{' (resuming)' if resumed else ''} -> {path}")
