@@ -1,0 +1,60 @@
+"""Are generated tasks as solvable and as hard as ALFWorld's? Collects the figures into results/generated-expert.json.
+
+Inputs (the commands are in benchmarks/README.md, section 5):
+  GEN          the task set from `duomem data generate` (its generation.json: counts and rejections)
+  EXPERT_RUN   `duomem eval --policy expert --tasks GEN --split train` run folder
+  STUDENT_RUN  optional: the student's run on GEN's test split (compared with results/<official student>.json)
+
+Usage: python benchmarks/generated.py GEN EXPERT_RUN [STUDENT_RUN] [--official results/smollm2-135m-nomem-valid_unseen.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+KEEP = ("name", "policy", "model", "split", "n_episodes", "n_planned", "complete", "success_rate", "per_type",
+        "mean_steps", "invalid_action_rate", "wall_s_per_episode", "peak_rss_mb", "game_source", "date")
+
+
+def _summary(run: Path) -> dict:
+    path = run / "summary.json"
+    if not path.is_file():
+        raise SystemExit(f"{run} has no summary.json; finish (or rerun) its `duomem eval` command first")
+    data = json.loads(path.read_text())
+    return {k: data[k] for k in KEEP if k in data}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("gen", type=Path)
+    ap.add_argument("expert_run", type=Path)
+    ap.add_argument("student_run", type=Path, nargs="?")
+    ap.add_argument("--official", type=Path, default=HERE / "results" / "smollm2-135m-nomem-valid_unseen.json")
+    args = ap.parse_args()
+    generation = json.loads((args.gen / "generation.json").read_text())
+    out: dict = {
+        "generation": {k: generation[k] for k in ("generator", "seed", "verify", "splits", "rejected", "rejections",
+                                                   "rejection_examples") if k in generation},
+        "expert_on_generated_train": _summary(args.expert_run),
+    }
+    if args.student_run:
+        out["student_on_generated_test"] = _summary(args.student_run)
+        official = json.loads(args.official.read_text())
+        out["student_on_official_valid_unseen"] = {k: official[k] for k in KEEP if k in official}
+    dest = HERE / "results" / "generated-expert.json"
+    dest.write_text(json.dumps(out, indent=2) + "\n")
+    e = out["expert_on_generated_train"]
+    print(f"expert on generated {e['split']}: {100 * e['success_rate']:.1f}% of {e['n_episodes']} "
+          + " ".join(f"{t} {100 * v['success_rate']:.0f}%" for t, v in e["per_type"].items()))
+    if "student_on_generated_test" in out:
+        s, o = out["student_on_generated_test"], out["student_on_official_valid_unseen"]
+        print(f"student: generated test {100 * s['success_rate']:.1f}% ({s['n_episodes']} games) vs official "
+              f"valid_unseen {100 * o['success_rate']:.1f}% ({o['n_episodes']} games)")
+    print(f"-> {dest}")
+
+
+if __name__ == "__main__":
+    main()
