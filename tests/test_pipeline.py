@@ -178,3 +178,23 @@ def test_whole_pipeline_runs_caches_and_resumes(duomem_home: Path, smollm2: str,
     assert executed and all(name.startswith(("eval_", "student_collect", "own_bank", "sft_", "lora_"))
                             for name in executed)
     assert "teacher_collect" not in executed and "generate" not in executed
+
+
+def test_split_backends_keep_the_collected_stages(prepared: Path, tmp_path: Path):
+    """Collect on one backend (e.g. batched on a GPU), evaluate on another: `student.collect_backend` keeps the
+    student-collection key of the run that collected, so nothing is collected again; a report-only run names the
+    stage that has not finished instead of running it."""
+    from duomem.pipeline.run import Pipeline
+
+    def collect_path(overrides: list[str]) -> str:
+        path = tmp_path / "c.yaml"
+        path.write_text(f"output: {tmp_path / 'out'}\ndata: {{student_train_games: 2}}\n")
+        pipe = Pipeline(load_config(path, overrides), show_progress=False, report_only=True)
+        with pytest.raises(ConfigError, match="student_collect has not finished") as err:
+            pipe.collect_student()
+        return str(err.value).split("(")[1].split(")")[0]
+
+    gpu = collect_path(["eval.backend=transformers", "eval.device=cuda", "eval.batch=64"])
+    on_device = collect_path(["student.collect_backend=transformers"])
+    assert gpu == on_device
+    assert collect_path([]) != gpu  # llama.cpp collection is another stage
