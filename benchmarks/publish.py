@@ -1,29 +1,60 @@
 """Copy each finished run's summary (and a pipeline run's report) into benchmarks/results/.
 
-Usage: python benchmarks/publish.py [RUN_DIR ...]   (default: every folder in benchmarks/runs/)
+Usage: python benchmarks/publish.py [RUN_DIR ...] [--as NAME]   (default: every folder in benchmarks/runs/)
 A run's summary.json becomes results/<run name>.json and its summary.md results/<run name>.md; a pipeline
-output folder (with report.json) is copied as results/<run name>/{report.json,report.md,*.png}.
+output folder (with report.json) is copied as results/<NAME or run name>/{report.json,report.md,*.png}, and the
+records of the evaluation stages its report uses go to runs/<NAME or run name>/<stage>/ so that a clone has them.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
-import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+RECORDS = ("episodes.jsonl", "summary.json", "summary.md", "run.json", "inputs.json", "speed.json")
+SAME = ("n_episodes", "success_rate", "wall_s_per_episode", "mean_steps")
 
 
-def publish(run: Path) -> None:
+def _stage_of(run: Path, config: str, summary: dict) -> Path | None:
+    """The evaluation stage folder whose summary is the report's row ``config``."""
+    for stage in sorted((run / "stages").glob(f"eval_{config}-*")):
+        path = stage / "summary.json"
+        if path.is_file():
+            data = json.loads(path.read_text())
+            if all(data.get(k) == summary.get(k) for k in SAME):
+                return stage
+    return None
+
+
+def publish_report(run: Path, name: str) -> None:
+    dest = HERE / "results" / name
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in ["report.json", "report.md", *[p.name for p in run.glob("*.png")]]:
+        shutil.copy2(run / f, dest / f)
+    print(f"{run} -> {dest}")
+    report = json.loads((run / "report.json").read_text())
+    rows = {**report.get("configs", {}), **{f"tune_teacher_memory_k{k}": s for k, s in report.get("k_sweep", {}).items()}}
+    for config, summary in rows.items():
+        stage = _stage_of(run, config, summary)
+        if stage is None:
+            print(f"note: no finished stage folder matches row {config}")
+            continue
+        out = HERE / "runs" / name / stage.name
+        out.mkdir(parents=True, exist_ok=True)
+        for f in RECORDS:
+            if (stage / f).is_file():
+                shutil.copy2(stage / f, out / f)
+        print(f"  {stage} -> {out}")
+
+
+def publish(run: Path, name: str | None = None) -> None:
     results = HERE / "results"
     results.mkdir(exist_ok=True)
     if (run / "report.json").is_file():
-        dest = results / run.name
-        dest.mkdir(exist_ok=True)
-        for f in ["report.json", "report.md", *[p.name for p in run.glob("*.png")]]:
-            shutil.copy2(run / f, dest / f)
-        print(f"{run} -> {dest}")
+        publish_report(run, name or run.name)
         return
     summary = run / "summary.json"
     if not summary.is_file():
@@ -38,6 +69,10 @@ def publish(run: Path) -> None:
 
 
 if __name__ == "__main__":
-    runs = [Path(a) for a in sys.argv[1:]] or sorted(p for p in (HERE / "runs").iterdir() if p.is_dir())
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="*", type=Path)
+    parser.add_argument("--as", dest="name", help="results name for a single pipeline run")
+    args = parser.parse_args()
+    runs = args.runs or sorted(p for p in (HERE / "runs").iterdir() if p.is_dir() and (p / "summary.json").is_file())
     for r in runs:
-        publish(r)
+        publish(r, args.name)

@@ -207,8 +207,9 @@ class TransformersChatModel:
         return Completion(text=cut, prompt_tokens=len(ids), completion_tokens=len(new), seconds=seconds,
                           cached_tokens=prefix, finish_reason=finish)
 
-    #: Token budget of one padded forward pass in ``complete_batch`` (rows x longest prompt).
-    batch_token_budget: int = 393216
+    #: Token budget of one padded forward pass in ``complete_batch`` (rows x longest prompt); lower it with
+    #: ``DUOMEM_BATCH_TOKENS`` when several processes share one GPU (about 20 GB at the default for a 135M model).
+    batch_token_budget: int = int(os.environ.get("DUOMEM_BATCH_TOKENS", "393216"))
 
     def complete_batch(self, conversations: Sequence[Sequence[Message]], max_tokens: int = 64,
                        stop: Sequence[str] = (), temperature: float = 0.0, seed: int | None = None) -> list[Completion]:
