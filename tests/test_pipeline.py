@@ -25,6 +25,18 @@ def test_config_defaults_and_overrides(tmp_path: Path):
     assert cfg.eval.configs == ["nomem", "own_memory", "teacher_memory", "lora_own_memory", "duomem", "teacher"]
 
 
+@pytest.mark.parametrize(("success", "default", "chosen"), [
+    ({1: 0.1, 2: 0.3, 4: 0.2}, 2, 2),
+    ({1: 0.4, 2: 0.3, 4: 0.4}, 2, 1),
+    ({1: 0.0, 2: 0.0, 4: 0.0}, 2, 2),
+    ({1: 0.0, 4: 0.0}, 2, 1),
+])
+def test_k_choice_keeps_the_default_on_ties(success: dict[int, float], default: int, chosen: int):
+    from duomem.pipeline.run import choose_k
+
+    assert choose_k(success, default) == chosen
+
+
 @pytest.mark.parametrize(("text", "overrides", "message"), [
     ("student: {modle: x}\n", [], "student.modle: Extra inputs"),
     ("lora: {rank: 0}\n", [], "lora.rank"),

@@ -108,7 +108,8 @@ class EvalConfig(_Strict):
     batch: int = Field(1, ge=1)
     """transformers backend: episodes stepped together, one batched generate per step."""
     k_sweep: list[int] = Field(default_factory=lambda: [1, 2, 4])
-    """Top-k values tried on ``data.tune_split`` with the teacher memory; the best is used everywhere."""
+    """Top-k values tried on ``data.tune_split`` with the teacher memory; the best is used everywhere (a tie keeps
+    ``memory.top_k``)."""
     history_windows: list[int] = Field(default_factory=list)
     """Extra DuoMem evaluations with only the last N turns in the prompt."""
     configs: list[str] = Field(default_factory=lambda: list(DEFAULT_CONFIGS))

@@ -25,6 +25,14 @@ def _ids(tasks: list[TaskSpec]) -> list[str]:
     return [t.game_id for t in tasks]
 
 
+def choose_k(success: dict[int, float], default: int) -> int:
+    """The k with the best tuning success; a tie keeps ``default`` (``memory.top_k``) when it is among the best,
+    else the smallest of the best (no evidence for a change keeps the prior choice)."""
+    top = max(success.values())
+    best = [k for k, s in success.items() if s == top]
+    return default if default in best else min(best)
+
+
 class Pipeline:
     """One DuoMem experiment, as configured."""
 
@@ -186,8 +194,7 @@ class Pipeline:
         for k in cfg.eval.k_sweep:
             spec = self.student_spec(memory=teacher_bank.info["bank"], top_k=k)
             self.k_sweep[k] = self.evaluate(f"tune_teacher_memory_k{k}", spec, tasks)
-        best = max(cfg.eval.k_sweep, key=lambda k: (self.k_sweep[k]["success_rate"], -k))
-        return best
+        return choose_k({k: s["success_rate"] for k, s in self.k_sweep.items()}, cfg.memory.top_k)
 
     def train_lora(self, name: str, teacher: StageResult, bank: StageResult | None, k: int) -> StageResult:
         from duomem.distill.dataset import build_dataset
