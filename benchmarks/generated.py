@@ -4,8 +4,12 @@ Inputs (the commands are in benchmarks/README.md, section 5):
   GEN          the task set from `duomem data generate` (its generation.json: counts and rejections)
   EXPERT_RUN   `duomem eval --policy expert --tasks GEN --split train` run folder
   STUDENT_RUN  optional: the student's run on GEN's test split (compared with results/<official student>.json)
+  --compare LABEL RUN OFFICIAL  more pairs: a run on GEN's test split beside the same agent's official summary
+               (a summary.json or a run folder), e.g. the LoRA student, which is off the floor where the
+               no-memory student is not
 
 Usage: python benchmarks/generated.py GEN EXPERT_RUN [STUDENT_RUN] [--official results/smollm2-135m-nomem-valid_unseen.json]
+       [--compare LABEL RUN OFFICIAL ...]
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ KEEP = ("name", "policy", "model", "split", "n_episodes", "n_planned", "complete
 
 
 def _summary(run: Path) -> dict:
-    path = run / "summary.json"
+    path = run if run.suffix == ".json" else run / "summary.json"
     if not path.is_file():
         raise SystemExit(f"{run} has no summary.json; finish (or rerun) its `duomem eval` command first")
     data = json.loads(path.read_text())
@@ -33,6 +37,7 @@ def main() -> None:
     ap.add_argument("expert_run", type=Path)
     ap.add_argument("student_run", type=Path, nargs="?")
     ap.add_argument("--official", type=Path, default=HERE / "results" / "smollm2-135m-nomem-valid_unseen.json")
+    ap.add_argument("--compare", nargs=3, action="append", default=[], metavar=("LABEL", "RUN", "OFFICIAL"))
     args = ap.parse_args()
     generation = json.loads((args.gen / "generation.json").read_text())
     out: dict = {
@@ -44,6 +49,9 @@ def main() -> None:
         out["student_on_generated_test"] = _summary(args.student_run)
         official = json.loads(args.official.read_text())
         out["student_on_official_valid_unseen"] = {k: official[k] for k in KEEP if k in official}
+    if args.compare:
+        out["comparisons"] = {label: {"generated_test": _summary(Path(run)), "official": _summary(Path(official))}
+                              for label, run, official in args.compare}
     dest = HERE / "results" / "generated-expert.json"
     dest.write_text(json.dumps(out, indent=2) + "\n")
     e = out["expert_on_generated_train"]
@@ -53,6 +61,10 @@ def main() -> None:
         s, o = out["student_on_generated_test"], out["student_on_official_valid_unseen"]
         print(f"student: generated test {100 * s['success_rate']:.1f}% ({s['n_episodes']} games) vs official "
               f"valid_unseen {100 * o['success_rate']:.1f}% ({o['n_episodes']} games)")
+    for label, pair in out.get("comparisons", {}).items():
+        g, o = pair["generated_test"], pair["official"]
+        print(f"{label}: generated test {100 * g['success_rate']:.1f}% ({g['n_episodes']} games) vs official "
+              f"{o['split']} {100 * o['success_rate']:.1f}% ({o['n_episodes']} games)")
     print(f"-> {dest}")
 
 
