@@ -24,7 +24,7 @@ def _stage_of(run: Path, config: str, summary: dict) -> Path | None:
         path = stage / "summary.json"
         if path.is_file():
             data = json.loads(path.read_text())
-            if all(data.get(k) == summary.get(k) for k in SAME):
+            if all(data.get(k) == summary[k] for k in SAME if k in summary):
                 return stage
     return None
 

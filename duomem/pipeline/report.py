@@ -110,7 +110,8 @@ def report_markdown(report: dict) -> str:
                   "", "| k | success % | n |", "|---|---|---|"]
         for k, s in report["k_sweep"].items():
             lines.append(f"| {k} | {_pct(s['success_rate'])} | {s['n_episodes']} |")
-        lines.append(f"\nChosen k = {report['chosen_k']} (best success; ties to the smaller k).")
+        lines.append(f"\nChosen k = {report['chosen_k']} (best success; a tie keeps the configured `memory.top_k` "
+                     "when it is among the best, else the smaller k).")
     lines += ["", "![success per task type](success_per_type.png)", "",
               "![success against time](success_vs_time.png)", ""]
     return "\n".join(lines)
