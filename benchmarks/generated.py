@@ -47,8 +47,7 @@ def main() -> None:
     }
     if args.student_run:
         out["student_on_generated_test"] = _summary(args.student_run)
-        official = json.loads(args.official.read_text())
-        out["student_on_official_valid_unseen"] = {k: official[k] for k in KEEP if k in official}
+        out["student_on_official_valid_unseen"] = _summary(args.official)
     if args.compare:
         out["comparisons"] = {label: {"generated_test": _summary(Path(run)), "official": _summary(Path(official))}
                               for label, run, official in args.compare}
@@ -57,12 +56,10 @@ def main() -> None:
     e = out["expert_on_generated_train"]
     print(f"expert on generated {e['split']}: {100 * e['success_rate']:.1f}% of {e['n_episodes']} "
           + " ".join(f"{t} {100 * v['success_rate']:.0f}%" for t, v in e["per_type"].items()))
+    pairs = {label: (pair["generated_test"], pair["official"]) for label, pair in out.get("comparisons", {}).items()}
     if "student_on_generated_test" in out:
-        s, o = out["student_on_generated_test"], out["student_on_official_valid_unseen"]
-        print(f"student: generated test {100 * s['success_rate']:.1f}% ({s['n_episodes']} games) vs official "
-              f"valid_unseen {100 * o['success_rate']:.1f}% ({o['n_episodes']} games)")
-    for label, pair in out.get("comparisons", {}).items():
-        g, o = pair["generated_test"], pair["official"]
+        pairs = {"student": (out["student_on_generated_test"], out["student_on_official_valid_unseen"]), **pairs}
+    for label, (g, o) in pairs.items():
         print(f"{label}: generated test {100 * g['success_rate']:.1f}% ({g['n_episodes']} games) vs official "
               f"{o['split']} {100 * o['success_rate']:.1f}% ({o['n_episodes']} games)")
     print(f"-> {dest}")
