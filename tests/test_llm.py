@@ -61,18 +61,19 @@ def test_decode_speed(smollm2_model):
     assert speed["decode_tokens"] == 16 and speed["decode_tokens_per_s"] > 0
 
 
-def test_batched_generation_matches_one_at_a_time(smollm2):
+def test_batched_generation_matches_one_at_a_time(smollm2, monkeypatch):
     """complete_batch (length-sorted micro-batches, per-row stop strings) gives each row what complete gives it."""
     from duomem.llm import load_chat_model
 
+    monkeypatch.setenv("DUOMEM_BATCH_TOKENS", "80")  # forces several micro-batches
     model = load_chat_model(smollm2, backend="transformers", device="cpu")
+    assert model.batch_token_budget == 80
     convs = [
         [{"role": "user", "content": "Name one fruit."}],
         [{"role": "system", "content": "You play a text game. Answer with one action."},
          {"role": "user", "content": "You are in a kitchen. There is a fridge and a mug.\n>"}],
         [{"role": "user", "content": "Count from one to five, one word per line, then stop."}],
     ]
-    model.batch_token_budget = 80  # forces several micro-batches
     batched = model.complete_batch(convs, max_tokens=12, stop=["\n>", "five"])
     single = []
     for conv in convs:
@@ -80,3 +81,13 @@ def test_batched_generation_matches_one_at_a_time(smollm2):
     assert [c.text for c in batched] == [c.text for c in single]
     assert [c.prompt_tokens for c in batched] == [c.prompt_tokens for c in single]
     model.close()
+
+
+@pytest.mark.parametrize("raw", ["abc", "0", "-5", "1e6"])
+def test_bad_batch_token_budget_is_one_clear_error(raw: str, monkeypatch):
+    from duomem.errors import ModelError
+    from duomem.llm.hf import _env_batch_tokens
+
+    monkeypatch.setenv("DUOMEM_BATCH_TOKENS", raw)
+    with pytest.raises(ModelError, match="DUOMEM_BATCH_TOKENS must be a positive integer"):
+        _env_batch_tokens(393216)

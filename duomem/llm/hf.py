@@ -109,6 +109,17 @@ def encode(bundle: HFBundle, text: str) -> list[int]:
     return list(ids)
 
 
+def _env_batch_tokens(default: int) -> int:
+    """``DUOMEM_BATCH_TOKENS`` if set (a positive integer), else ``default``."""
+    raw = os.environ.get("DUOMEM_BATCH_TOKENS")
+    if raw is None:
+        return default
+    if not raw.isdigit() or int(raw) < 1:
+        raise ModelError(f"DUOMEM_BATCH_TOKENS must be a positive integer (tokens per batched forward pass), "
+                         f"not {raw!r}")
+    return int(raw)
+
+
 class TransformersChatModel:
     """Greedy (or sampled) chat completion with transformers; the KV cache of the last call is reused when the next
     prompt extends it. ``complete_batch`` generates for many conversations in one padded batch."""
@@ -121,6 +132,7 @@ class TransformersChatModel:
         self.seed = seed
         self._cache = None
         self._cached_ids: list[int] = []
+        self.batch_token_budget = _env_batch_tokens(self.batch_token_budget)
 
     @classmethod
     def from_ref(cls, ref: ModelRef, adapter: str | None = None, device: str = "cpu", seed: int = 0,
@@ -209,7 +221,7 @@ class TransformersChatModel:
 
     #: Token budget of one padded forward pass in ``complete_batch`` (rows x longest prompt); lower it with
     #: ``DUOMEM_BATCH_TOKENS`` when several processes share one GPU (about 20 GB at the default for a 135M model).
-    batch_token_budget: int = int(os.environ.get("DUOMEM_BATCH_TOKENS", "393216"))
+    batch_token_budget: int = 393216
 
     def complete_batch(self, conversations: Sequence[Sequence[Message]], max_tokens: int = 64,
                        stop: Sequence[str] = (), temperature: float = 0.0, seed: int | None = None) -> list[Completion]:
