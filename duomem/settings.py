@@ -36,3 +36,81 @@ def ensure_alfworld_cache_env() -> None:
         path = duomem_home() / "alfworld-cache"
         path.mkdir(parents=True, exist_ok=True)
         os.environ["ALFWORLD_DATA"] = str(path)
+
+
+def _positive(name: str, default: float, kind: type = float) -> float:
+    """A positive number from ``name``, or ``default`` when unset; a bad value is a one-line error."""
+    from duomem.errors import ConfigError
+
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        number = kind(value)
+    except ValueError:
+        raise ConfigError(f"{name}={value!r} is not a number") from None
+    if number <= 0:
+        raise ConfigError(f"{name} must be positive, not {value}")
+    return number
+
+
+def batch_tokens() -> int:
+    """Default token budget of one padded batched forward pass (``DUOMEM_BATCH_TOKENS``, 393216: about 20 GB of
+    activations for a 135M model); lower it when several processes share a GPU."""
+    return int(_positive("DUOMEM_BATCH_TOKENS", 393216, int))
+
+
+def openai_key_env() -> str:
+    """The name of the variable holding the OpenAI-compatible server's key (``DUOMEM_OPENAI_KEY_ENV``)."""
+    return os.environ.get("DUOMEM_OPENAI_KEY_ENV") or "OPENAI_API_KEY"
+
+
+def openai_api_key() -> str | None:
+    """The key in the variable named by :func:`openai_key_env`, if set."""
+    return os.environ.get(openai_key_env()) or None
+
+
+def openai_timeout() -> float:
+    """Default seconds per request to an OpenAI-compatible server (``DUOMEM_OPENAI_TIMEOUT``, 120)."""
+    return _positive("DUOMEM_OPENAI_TIMEOUT", 120.0)
+
+
+def openai_retries() -> int:
+    """Default tries per request (``DUOMEM_OPENAI_RETRIES``, 5)."""
+    return int(_positive("DUOMEM_OPENAI_RETRIES", 5, int))
+
+
+def openai_backoff() -> float:
+    """First retry delay in seconds, doubled per retry (``DUOMEM_OPENAI_BACKOFF``, 1.0)."""
+    return _positive("DUOMEM_OPENAI_BACKOFF", 1.0)
+
+
+def openai_concurrency() -> int:
+    """Default requests in flight per model (``DUOMEM_OPENAI_CONCURRENCY``, 8)."""
+    return int(_positive("DUOMEM_OPENAI_CONCURRENCY", 8, int))
+
+
+def ray_address() -> str | None:
+    """The Ray cluster to join (``RAY_ADDRESS``); None starts a local Ray instance."""
+    return os.environ.get("RAY_ADDRESS") or None
+
+
+def passed_to_workers() -> dict[str, str]:
+    """The variables remote workers need: ``DUOMEM_*``, ``ALFWORLD_*`` and the OpenAI key variable."""
+    key_var = openai_key_env()
+    return {k: v for k, v in os.environ.items() if k.startswith(("DUOMEM_", "ALFWORLD_")) or k == key_var}
+
+
+def distributed_rank() -> tuple[int, int]:
+    """``(LOCAL_RANK, WORLD_SIZE)`` as torchrun sets them ((0, 1) outside torchrun)."""
+    return int(os.environ.get("LOCAL_RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def environment() -> dict[str, str]:
+    """A copy of the environment, for launching child programs (torchrun)."""
+    return dict(os.environ)
+
+
+def quiet_hub() -> None:
+    """Hide Hugging Face hub progress bars (an environment default for the hub library, set once)."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")

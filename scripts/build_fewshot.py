@@ -11,10 +11,9 @@ import json
 from pathlib import Path
 
 from duomem.agent.demonstrations import demonstration
-from duomem.agent.expert import ExpertPolicy
-from duomem.envs.alfworld import AlfworldEnv
 from duomem.envs.alfworld_data import load_tasks
-from duomem.eval.episode import run_episode
+from duomem.eval.player import play
+from duomem.eval.spec import RolloutSpec
 
 PER_TYPE = 2
 MAX_ACTIONS = 10
@@ -23,7 +22,7 @@ OUT = Path(__file__).resolve().parents[1] / "duomem" / "agent" / "fewshot.json"
 
 def main() -> None:
     tasks = load_tasks("train")
-    env = AlfworldEnv(max_steps=50)
+    spec = RolloutSpec(policy="expert")
     chosen: dict[str, list] = {}
     objects: dict[str, set] = {}
     for task in tasks[::7]:
@@ -31,7 +30,7 @@ def main() -> None:
             continue
         if task.params.get("object") in objects.get(task.task_type, set()):
             continue
-        record = run_episode(env, ExpertPolicy(), task, seed=0)
+        (record,) = play(spec, [(task, 0)])
         demo = demonstration(record.trajectory)
         if demo is None or not 3 <= len(demo.actions) <= MAX_ACTIONS:
             continue

@@ -87,8 +87,9 @@ def expert_collection(prepared: Path, tmp_path_factory: pytest.TempPathFactory) 
     from duomem.envs.alfworld_data import load_tasks
     from duomem.eval.collect import collect
     from duomem.eval.runner import select_games
+    from duomem.eval.spec import RolloutSpec
 
     out = tmp_path_factory.mktemp("expert_collect")
     tasks = select_games(load_tasks("train"), 8, seed=0)
-    collect(policy="expert", model=None, tasks=tasks, out_dir=out, samples=1, show_progress=False)
+    collect(RolloutSpec(policy="expert"), tasks, out, samples=1, show_progress=False)
     return out

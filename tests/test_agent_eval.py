@@ -19,15 +19,12 @@ from duomem.eval.spec import RolloutSpec
 
 def test_llm_agent_plays_a_short_episode(prepared: Path, smollm2_model):
     from duomem.agent.react import ReActAgent
-    from duomem.envs.alfworld import AlfworldEnv
     from duomem.envs.alfworld_data import load_tasks
-    from duomem.eval.episode import run_episode
+    from duomem.eval.player import play
 
-    env = AlfworldEnv(max_steps=6, expert=False)
     task = load_tasks("valid_unseen")[0]
-    agent = ReActAgent(smollm2_model, shots=1)
-    record = run_episode(env, agent, task, seed=0, max_steps=6)
-    env.close()
+    spec = RolloutSpec(policy="llm", model="smollm2-135m", shots=1, max_steps=6)
+    (record,) = play(spec, [(task, 0)], policy=ReActAgent(smollm2_model, shots=1))
     assert record.steps == 6 and record.env_steps + record.thinks == 6
     assert record.completion_tokens > 0 and record.llm_s > 0 and record.prompt_tokens > 0
     assert all(s.text for s in record.trajectory.steps if s.kind == "action")
@@ -35,8 +32,7 @@ def test_llm_agent_plays_a_short_episode(prepared: Path, smollm2_model):
     # thoughts are never two in a row (the second is read as a command)
     kinds = [s.kind for s in record.trajectory.steps]
     assert ("think", "think") not in itertools.pairwise(kinds)
-    again = run_episode(AlfworldEnv(max_steps=6, expert=False), ReActAgent(smollm2_model, shots=1), task, seed=0,
-                        max_steps=6)
+    (again,) = play(spec, [(task, 0)], policy=ReActAgent(smollm2_model, shots=1))
     assert [s.text for s in again.trajectory.steps] == [s.text for s in record.trajectory.steps]  # greedy
 
 
@@ -119,7 +115,7 @@ def test_resume_with_other_settings_is_refused(prepared: Path, tmp_path: Path):
 
 
 def test_spec_validation():
-    with pytest.raises(ConfigError, match="--model"):
+    with pytest.raises(ConfigError, match="needs a model"):
         RolloutSpec(policy="llm")
     with pytest.raises(ConfigError, match="expert"):
         RolloutSpec(policy="expert", model="smollm2-135m")

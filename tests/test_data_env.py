@@ -65,22 +65,19 @@ def test_broken_game_is_reported(prepared: Path, tmp_path: Path):
 
 
 def test_expert_wins_each_task_type(prepared: Path):
-    from duomem.agent.expert import ExpertPolicy
-    from duomem.envs.alfworld import AlfworldEnv
     from duomem.envs.alfworld_data import load_tasks
-    from duomem.eval.episode import run_episode
+    from duomem.eval.player import play
+    from duomem.eval.spec import RolloutSpec
 
-    env = AlfworldEnv(max_steps=50, expert=True)
     tasks = load_tasks("valid_unseen")
     chosen = first_of_each_type(tasks)
     # The handcoded expert wanders on most pick_two games and needs 60-200 steps there (it wins 2 of 17 of this
     # split's pick_two games within 50); use one of those it solves within the limit.
     chosen["pick_two"] = [t for t in tasks if "SoapBar-None-GarbageCan-424" in t.game_id][-1]
-    for task_type, task in chosen.items():
-        record = run_episode(env, ExpertPolicy(), task, seed=0, max_steps=50)
+    records = play(RolloutSpec(policy="expert"), [(task, 0) for task in chosen.values()])
+    for (task_type, task), record in zip(chosen.items(), records, strict=True):
         assert record.won, f"expert lost {task_type} game {task.game_id}"
-        assert record.trajectory.steps[-1].kind == "action"
-    env.close()
+        assert record.trajectory.steps[-1].kind == "action" and record.expert_error is None
 
 
 def test_env_observation_and_bad_action(prepared: Path):

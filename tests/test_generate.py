@@ -190,10 +190,9 @@ def test_placements_respect_alfred_tables(six: Path, tmp_path: Path):
 
 def test_expert_wins_one_game_of_each_type(tmp_path: Path):
     """The slow one: six games checked by ALFWorld's handcoded expert, then replayed with the same seed."""
-    from duomem.agent.expert import ExpertPolicy
     from duomem.envs.alfworld import AlfworldEnv
     from duomem.envs.generate import generate_tasks
-    from duomem.eval.episode import episode_seed, run_episode
+    from duomem.seeds import episode_seed
 
     out = tmp_path / "expert"
     summary = generate_tasks(out, n=6, seed=5, verify="expert", show_progress=False)
@@ -202,8 +201,8 @@ def test_expert_wins_one_game_of_each_type(tmp_path: Path):
     env = AlfworldEnv(max_steps=50, expert=True)
     try:
         for task in _rows(out):
-            record = run_episode(env, ExpertPolicy(), task, seed=episode_seed(5, task.game_id, 0), max_steps=50)
-            assert record.won, (task.task_type, task.game_id, [s.text for s in record.trajectory.steps])
+            won, steps, error = env.expert_wins(task, seed=episode_seed(5, task.game_id, 0), max_steps=50)
+            assert won, (task.task_type, task.game_id, steps, error)
     finally:
         env.close()
 

@@ -85,9 +85,9 @@ def test_batched_generation_matches_one_at_a_time(smollm2, monkeypatch):
 
 @pytest.mark.parametrize("raw", ["abc", "0", "-5", "1e6"])
 def test_bad_batch_token_budget_is_one_clear_error(raw: str, monkeypatch):
-    from duomem.errors import ModelError
-    from duomem.llm.hf import _env_batch_tokens
+    from duomem.errors import ConfigError
+    from duomem.eval.spec import RolloutSpec
 
     monkeypatch.setenv("DUOMEM_BATCH_TOKENS", raw)
-    with pytest.raises(ModelError, match="DUOMEM_BATCH_TOKENS must be a positive integer"):
-        _env_batch_tokens(393216)
+    with pytest.raises(ConfigError, match="DUOMEM_BATCH_TOKENS"):
+        RolloutSpec(policy="llm", model="smollm2-135m")

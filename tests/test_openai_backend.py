@@ -90,7 +90,6 @@ def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DUOMEM_OPENAI_RETRIES", "2")
     monkeypatch.setenv("DUOMEM_OPENAI_BACKOFF", "0.05")
     monkeypatch.setenv("DUOMEM_OPENAI_TIMEOUT", "60")
-    monkeypatch.setenv("DUOMEM_OPENAI_CONTEXT", "2048")
 
 
 def test_completion_usage_stop_and_greedy_determinism(server: Server):

@@ -2,39 +2,26 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
-from duomem.agent.trajectory import Trajectory
-from duomem.envs.base import Observation, TaskSpec
-from duomem.llm.base import Completion
+from duomem.agent.episode import Decision, EpisodeState
 
-
-@dataclass
-class Decision:
-    """What a policy does next."""
-
-    kind: str
-    """``think`` or ``action``."""
-    command: str
-    """The command to send (non-empty), or the thought."""
-    raw: str | None = None
-    match: str = "exact"
-    completion: Completion | None = None
-    extra: dict = field(default_factory=dict)
+__all__ = ["Decision", "EpisodeState", "Policy"]
 
 
 @runtime_checkable
 class Policy(Protocol):
-    """Chooses the next turn of an episode from the trajectory so far."""
+    """Chooses the next turn of episodes. A policy keeps nothing per episode: all of it is in the
+    :class:`EpisodeState`, so one policy plays any number of episodes, one at a time or as a batch."""
 
     name: str
     model_name: str | None
 
-    def reset(self, task: TaskSpec, observation: Observation, seed: int) -> dict:
-        """Start an episode; returns facts to keep in the record (e.g. retrieved memory ids)."""
+    def start(self, state: EpisodeState) -> None:
+        """Prepare ``state`` after the game's first observation (e.g. retrieve memories, build the prompt)."""
         ...
 
-    def act(self, trajectory: Trajectory, observation: Observation) -> Decision:
-        """The next turn, given the trajectory so far and the latest observation."""
+    def act(self, states: Sequence[EpisodeState]) -> list[Decision]:
+        """The next turn of each episode in ``states`` (one decision per state, in order)."""
         ...

@@ -2,32 +2,33 @@
 
 from __future__ import annotations
 
-import random
+from collections.abc import Sequence
 
-from duomem.agent.base import Decision
-from duomem.agent.trajectory import Trajectory
-from duomem.envs.base import Observation, TaskSpec
+from duomem.agent.episode import Decision, EpisodeState
 
 
 class ExpertPolicy:
     """Follows the expert's next action. With ``explore`` > 0, before the target object is first taken it
-    sometimes goes somewhere else instead (seeded), so several samples of one task differ."""
+    sometimes goes somewhere else instead (drawn from the episode's own random stream), so several samples of one
+    task differ."""
 
     name = "expert"
     model_name = None
 
     def __init__(self, explore: float = 0.0) -> None:
         self.explore = explore
-        self._rng = random.Random(0)
 
-    def reset(self, task: TaskSpec, observation: Observation, seed: int) -> dict:
-        self._rng = random.Random(seed)
-        return {"explore": self.explore}
+    def start(self, state: EpisodeState) -> None:
+        return None
 
-    def act(self, trajectory: Trajectory, observation: Observation) -> Decision:
-        action = observation.expert_action or "look"
-        if self.explore > 0 and not any(a.startswith("take ") for a in trajectory.actions):
-            moves = [c for c in observation.admissible_commands if c.startswith("go to ")]
-            if moves and self._rng.random() < self.explore:
-                action = self._rng.choice(moves)
+    def act(self, states: Sequence[EpisodeState]) -> list[Decision]:
+        return [self._act(s) for s in states]
+
+    def _act(self, state: EpisodeState) -> Decision:
+        obs = state.obs
+        action = obs.expert_action or "look"
+        if self.explore > 0 and not any(a.startswith("take ") for a in state.traj.actions):
+            moves = [c for c in obs.admissible_commands if c.startswith("go to ")]
+            if moves and state.rng.random() < self.explore:
+                action = state.rng.choice(moves)
         return Decision(kind="action", command=action, match="exact")

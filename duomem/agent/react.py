@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
-from duomem.agent.base import Decision
+from duomem.agent.episode import Decision, EpisodeState
 from duomem.agent.parsing import parse_action
 from duomem.agent.prompts import conversation, fit_history, task_prompt
-from duomem.agent.trajectory import Trajectory
-from duomem.envs.base import Observation, TaskSpec
-from duomem.llm.base import ChatModel, Completion
+from duomem.envs.base import TaskSpec
+from duomem.llm.base import ChatModel, Completion, Message
 
 STOP = ("\n",)
 
@@ -27,7 +27,11 @@ class ReActAgent:
     episode so far; maps its answer onto an admissible command (see :mod:`duomem.agent.parsing`).
 
     After ``max_consecutive_thinks`` thoughts in a row the next answer is read as a command (a thought then
-    counts as an invalid action), so a small model cannot think in circles until the step limit."""
+    counts as an invalid action), so a small model cannot think in circles until the step limit.
+
+    The agent keeps no per-episode state: :meth:`start` writes the episode's first user turn into its
+    :class:`EpisodeState` and :meth:`act` reads the states it is given, so one agent steps a batch of episodes
+    through one ``complete_batch`` call, with each episode's own per-turn seed."""
 
     name = "llm"
 
@@ -43,32 +47,31 @@ class ReActAgent:
         self.temperature = temperature
         self.budget = model.context_length - max_new_tokens - reserve_tokens
         self.max_consecutive_thinks = max_consecutive_thinks
-        self._first_user = ""
-        self._seed = 0
 
-    def reset(self, task: TaskSpec, observation: Observation, seed: int) -> dict:
-        memories = self.memory.retrieve_for(task) if self.memory else []
-        self._first_user = task_prompt(task.task_type, observation.text, self.shots, [text for _, text in memories])
-        self._seed = seed
-        return {"memory_ids": [mid for mid, _ in memories]}
+    def start(self, state: EpisodeState) -> None:
+        memories = self.memory.retrieve_for(state.task) if self.memory else []
+        state.first_user = task_prompt(state.task.task_type, state.obs.text, self.shots,
+                                       [text for _, text in memories])
+        state.memory_ids = [mid for mid, _ in memories]
 
-    def messages(self, trajectory: Trajectory) -> list:
-        full = conversation(self._first_user, trajectory.steps)
+    def messages(self, state: EpisodeState) -> list[Message]:
+        """The prompt of the episode's next turn."""
+        full = conversation(state.first_user, state.traj.steps)
         return fit_history(full, self.model.count_tokens, self.budget, self.history_window)
 
-    def act(self, trajectory: Trajectory, observation: Observation) -> Decision:
-        completion = self.model.complete(self.messages(trajectory), max_tokens=self.max_new_tokens, stop=STOP,
-                                         temperature=self.temperature, seed=self.step_seed(trajectory))
-        return self.decide(trajectory, observation, completion)
+    def act(self, states: Sequence[EpisodeState]) -> list[Decision]:
+        completions = self.model.complete_batch([self.messages(s) for s in states],
+                                                max_tokens=self.max_new_tokens, stop=STOP,
+                                                temperature=self.temperature, seeds=[s.step_seed for s in states])
+        return [self.decide(s, c) for s, c in zip(states, completions, strict=True)]
 
-    def step_seed(self, trajectory: Trajectory) -> int:
-        return self._seed + len(trajectory.steps)
+    def may_think(self, state: EpisodeState) -> bool:
+        """Whether the next turn may be a thought (not after ``max_consecutive_thinks`` thoughts in a row)."""
+        recent = state.traj.steps[-self.max_consecutive_thinks:] if self.max_consecutive_thinks else []
+        return len(recent) < self.max_consecutive_thinks or any(s.kind != "think" for s in recent)
 
-    def decide(self, trajectory: Trajectory, observation: Observation, completion: Completion) -> Decision:
-        """Turn the model's answer into a decision (used directly by the batched runner)."""
-        recent = trajectory.steps[-self.max_consecutive_thinks:] if self.max_consecutive_thinks else []
-        may_think = len(recent) < self.max_consecutive_thinks or any(s.kind != "think" for s in recent)
-        parsed = parse_action(completion.text, observation.admissible_commands, allow_think=may_think)
+    def decide(self, state: EpisodeState, completion: Completion) -> Decision:
+        """Turn the model's answer into a decision."""
+        parsed = parse_action(completion.text, state.obs.admissible_commands, allow_think=self.may_think(state))
         return Decision(kind=parsed.kind, command=parsed.command, raw=completion.text, match=parsed.match,
                         completion=completion)
-

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from duomem.envs.base import MAX_STEPS
 from duomem.eval.spec import RolloutSpec
 
 console = Console()
@@ -46,11 +47,12 @@ def eval_command(
     model: Model = None,
     split: Annotated[str, typer.Option(help="train, valid_seen or valid_unseen (or a generated split).")] = "valid_unseen",
     games: Games = None,
-    max_steps: Annotated[int, typer.Option(help="Turn limit per episode (thoughts count).")] = 50,
+    max_steps: Annotated[int, typer.Option(help="Turn limit per episode (thoughts count).")] = MAX_STEPS,
     workers: Annotated[int, typer.Option(help="Parallel episode processes (1 thread each) or actors.")] = 1,
     executor: Executor = "local",
-    batch: Annotated[int, typer.Option(help="transformers backend: episodes stepped together, one batched "
-                                            "generate per step (games in worker processes).")] = 1,
+    batch: Annotated[int, typer.Option(help="Episodes stepped together in one process, one batched generate per "
+                                            "step (games in worker processes; transformers batches on a GPU).")]
+    = 1,
     adapter: Annotated[str | None, typer.Option(help="LoRA adapter: peft folder or GGUF LoRA file.")] = None,
     memory: Annotated[str | None, typer.Option(help="Memory bank folder.")] = None,
     top_k: Annotated[int, typer.Option("--top-k", help="Memories retrieved per task.")] = 2,
@@ -74,21 +76,29 @@ def eval_command(
 ) -> None:
     """Evaluate a policy; resumable (rerun the same command to continue)."""
     from duomem.envs.alfworld_data import load_tasks
-    from duomem.eval.batched import evaluate
-    from duomem.eval.runner import select_games
+    from duomem.eval.runner import run_rollouts, select_games
 
     spec = _spec(policy=policy, model=model, max_steps=max_steps, adapter=adapter, memory=memory, top_k=top_k,
-                 retrieval=retrieval,
-                 shots=shots, history_window=history_window, backend=backend, device=device, threads=threads,
-                 seed=seed, temperature=temperature, expert_fix=expert_fix if policy == "expert" else None)
+                 retrieval=retrieval, shots=shots, history_window=history_window, backend=backend, device=device,
+                 threads=threads, seed=seed, temperature=temperature, batch=batch,
+                 expert_fix=expert_fix if policy == "expert" else None)
+    _export_adapter(spec)
     chosen = select_games(load_tasks(split, tasks), games, seed)
     name = name or _default_name(spec, split, games)
     out = out or Path("runs") / "eval" / name
-    result = evaluate(spec, chosen, out, name=name, workers=workers, batch=batch, samples=samples,
-                      show_progress=progress, executor=executor)
+    result = run_rollouts(spec, chosen, out, name=name, workers=workers, samples=samples, show_progress=progress,
+                          executor=executor)
     s = result.summary
     console.print(f"{name}: {s['n_won']}/{s['n_episodes']} won ({100 * s['success_rate']:.1f}%), "
                   f"{s['wall_s_per_episode']:.1f} s/episode; records and summary in {out}")
+
+
+def _export_adapter(spec: RolloutSpec) -> None:
+    """llama.cpp reads a peft adapter folder's ``adapter.gguf``: export it once, before any model is loaded."""
+    if spec.adapter and Path(spec.adapter).is_dir() and not spec.uses_transformers and not spec.uses_openai:
+        from duomem.distill.export import ensure_gguf_adapter
+
+        ensure_gguf_adapter(spec.adapter)
 
 
 def collect_command(
@@ -101,7 +111,7 @@ def collect_command(
     explore: Annotated[float, typer.Option(help="Expert: chance of a detour before the target is taken, for "
                                                "samples after the first.")] = 0.3,
     temperature: Annotated[float, typer.Option(help="llm: temperature for samples after the first.")] = 0.7,
-    max_steps: Annotated[int, typer.Option(help="Turn limit per episode.")] = 50,
+    max_steps: Annotated[int, typer.Option(help="Turn limit per episode.")] = MAX_STEPS,
     workers: Annotated[int, typer.Option(help="Parallel episode processes or Ray actors.")] = 1,
     executor: Executor = "local",
     shots: Annotated[int, typer.Option(help="Few-shot examples (llm).")] = 2,
@@ -113,14 +123,15 @@ def collect_command(
 ) -> None:
     """Run a policy over (train) tasks and keep its trajectories (``trajectories.jsonl``), resumable."""
     from duomem.envs.alfworld_data import load_tasks
-    from duomem.eval.collect import collect
+    from duomem.eval.collect import collect, diverse
     from duomem.eval.runner import select_games
 
     chosen = select_games(load_tasks(split, tasks), games, seed)
     who = model.split("/")[-1].removesuffix(".gguf") if model else policy
     out = out or Path("runs") / "collect" / f"{who}-{split}-n{len(chosen)}-s{samples_per_task}"
-    report = collect(policy=policy, model=model, tasks=chosen, out_dir=out, samples=samples_per_task,
-                     explore=explore, temperature=temperature, max_steps=max_steps, workers=workers, shots=shots,
-                     threads=threads, seed=seed, show_progress=progress, executor=executor)
+    spec = _spec(policy=policy, model=model, max_steps=max_steps, shots=shots, threads=threads, seed=seed)
+    report = collect(spec, chosen, out, samples=samples_per_task,
+                     diverse_spec=diverse(spec, explore=explore, temperature=temperature), workers=workers,
+                     executor=executor, show_progress=progress)
     console.print(f"collected {report['episodes']} episodes ({report['won']} won) of {len(chosen)} tasks; "
                   f"trajectories in {report['trajectories']}")

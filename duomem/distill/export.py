@@ -87,3 +87,15 @@ def _base_name(adapter_dir: Path, cfg: dict) -> str:
     if meta.is_file():
         return json.loads(meta.read_text())["base_model"]
     raise ModelError(f"cannot tell the base model of {adapter_dir}; pass --base-model")
+
+
+def ensure_gguf_adapter(adapter: str | Path) -> Path:
+    """The GGUF LoRA for ``adapter``: the file itself, or ``adapter.gguf`` inside a peft folder, exported once
+    (an explicit, cached step: loading a model never writes files)."""
+    adapter = Path(adapter)
+    if adapter.is_file():
+        return adapter
+    exported = adapter / "adapter.gguf"
+    if adapter.is_dir() and not exported.is_file():
+        export_gguf_lora(adapter, exported)
+    return exported

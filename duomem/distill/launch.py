@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
+from duomem import settings
 from duomem.distill.train import LoraConfig, train_lora
 from duomem.errors import ConfigError
 
@@ -25,7 +25,7 @@ def launch_distributed(model: str, data: Path, out: Path, config: LoraConfig, de
         if torch.cuda.device_count() < nproc:
             raise ConfigError(f"--nproc {nproc} asks for more processes than the {torch.cuda.device_count()} "
                               "GPUs torch sees")
-    env = dict(os.environ)
+    env = settings.environment()
     env.setdefault("NCCL_NVLS_ENABLE", "0")  # no NVLink multicast (shared hosts)
     env.setdefault("OMP_NUM_THREADS", "1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
@@ -44,7 +44,7 @@ def _main() -> None:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--config", required=True)
     args = parser.parse_args()
-    rank = int(os.environ.get("LOCAL_RANK", "0"))
+    rank, _ = settings.distributed_rank()
     device = f"cuda:{rank}" if args.device.startswith("cuda") else "cpu"
     if device.startswith("cuda"):
         import torch

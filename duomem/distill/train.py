@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import platform
 import time
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from duomem import settings
 from duomem.errors import ConfigError, DataError
 from duomem.jsonl import atomic_write_json
 
@@ -181,7 +181,7 @@ def train_lora(model_name: str, data: Path, out: Path, config: LoraConfig, devic
         "alpha": config.lora_alpha,
         "targets": list(config.targets),
         "device": device,
-        "world_size": int(os.environ.get("WORLD_SIZE", "1")),
+        "world_size": settings.distributed_rank()[1],
         "hardware": _hardware(device),
         "wall_s": wall,
         "train_tokens_per_s": tokens_seen / wall if wall > 0 and not last else None,

@@ -6,8 +6,7 @@ import contextlib
 import random
 from pathlib import Path
 
-from duomem import settings
-from duomem.envs.base import Observation, TaskSpec
+from duomem.envs.base import MAX_STEPS, Observation, TaskSpec
 from duomem.envs.timeout import call_with_timeout
 from duomem.errors import DataError, EnvTimeout
 
@@ -19,7 +18,8 @@ def _expert_wrapper(fix: bool):
 
     Safe: the expert raises on some games (``random.choice`` over no object of interest when a generated layout
     gives it nothing to search); the step that was played stands, the expert's plan falls back to ALFWorld's
-    default ``look`` and the error is kept in ``expert_error``, so one game cannot end a whole run.
+    default ``look`` and the error is kept in ``expert_error`` (it reaches the observation and the episode's
+    record), so one game cannot end a whole run.
 
     Repaired (``fix``): ALFWorld 0.4's grammar says ``move X to Y`` where older releases said ``put X in/on Y``,
     but the expert still tracks its inventory by looking for "put" in the last command: after placing the first of
@@ -51,6 +51,18 @@ def _expert_wrapper(fix: bool):
     return SafeAlfredExpert
 
 
+def _expert_error(env: object) -> str | None:
+    """The error the safe expert wrapper kept for the last step, cleared once read."""
+    node = env
+    while node is not None:
+        if "expert_error" in vars(type(node)):
+            error = node.expert_error
+            node.expert_error = None
+            return error
+        node = vars(node).get("_wrapped_env")
+    return None
+
+
 class AlfworldEnv:
     """One ALFWorld game at a time: ``reset(task)`` loads it (reusing a loaded game), ``step(action)`` plays.
 
@@ -61,9 +73,8 @@ class AlfworldEnv:
     ``expert_fix=False`` is ALFWorld's expert exactly as released.
     """
 
-    def __init__(self, max_steps: int = 50, step_timeout: float | None = 30.0, expert: bool = True,
+    def __init__(self, max_steps: int = MAX_STEPS, step_timeout: float | None = 30.0, expert: bool = True,
                  expert_fix: bool = True) -> None:
-        settings.ensure_alfworld_cache_env()
         self.max_steps = max_steps
         self.step_timeout = step_timeout
         self.expert = expert
@@ -72,6 +83,7 @@ class AlfworldEnv:
         self._loaded: str | None = None
         self._steps = 0
         self._done = True
+        self._random_state: object = random.Random(0).getstate()
 
     def _load(self, game_file: str) -> None:
         import textworld
@@ -94,14 +106,25 @@ class AlfworldEnv:
             raise DataError(f"cannot load game {game_file}: {type(exc).__name__}: {exc}") from exc
         self._loaded = game_file
 
+    def _seeded(self, fn):
+        """Run ``fn`` with Python's global ``random`` (which ALFWorld's expert draws from when stuck) set to this
+        episode's own stream, then give the process its stream back: the game's randomness depends on the
+        episode's seed alone, and nothing else in the process is reseeded."""
+        outside = random.getstate()
+        random.setstate(self._random_state)
+        try:
+            return fn()
+        finally:
+            self._random_state = random.getstate()
+            random.setstate(outside)
+
     def reset(self, task: TaskSpec, seed: int | None = None) -> Observation:
-        """Start an episode of ``task``. ``seed`` seeds Python's ``random``, which the expert uses when stuck."""
+        """Start an episode of ``task``; ``seed`` seeds the game's randomness (the expert's choices when stuck)."""
         if self._loaded != task.game_file or self._env is None:
             self._load(task.game_file)
-        if seed is not None:
-            random.seed(seed)
-        state = call_with_timeout(self._env.reset, self.step_timeout and self.step_timeout * 4,
-                                  f"reset of {task.game_id}")
+        self._random_state = random.Random(seed if seed is not None else 0).getstate()
+        state = self._seeded(lambda: call_with_timeout(self._env.reset, self.step_timeout and self.step_timeout * 4,
+                                                       f"reset of {task.game_id}"))
         self._steps = 0
         self._done = False
         text = state["feedback"].replace(WELCOME, "").strip()
@@ -114,8 +137,8 @@ class AlfworldEnv:
         if self._env is None or self._done:
             raise RuntimeError("step() called before reset() or after the episode ended")
         try:
-            state, _, _ = call_with_timeout(lambda: self._env.step(action.strip()), self.step_timeout,
-                                            f"step {action!r}")
+            state, _, _ = self._seeded(lambda: call_with_timeout(lambda: self._env.step(action.strip()),
+                                                                 self.step_timeout, f"step {action!r}"))
         except EnvTimeout:
             self.close()
             raise
@@ -127,14 +150,28 @@ class AlfworldEnv:
     def _observation(self, state: dict, text: str) -> Observation:
         won = bool(state["won"])
         plan = state.get("extra.expert_plan") if self.expert else None
+        error = None
+        if self.expert and self._env is not None:
+            error = _expert_error(self._env)
         return Observation(
             text=text,
             admissible_commands=sorted(state["admissible_commands"] or []),
             won=won,
             done=won or self._steps >= self.max_steps,
             expert_action=plan[0] if plan else None,
-            info={"steps": self._steps},
+            expert_error=error,
         )
+
+    def expert_wins(self, task: TaskSpec, seed: int, max_steps: int = MAX_STEPS) -> tuple[bool, int, str | None]:
+        """Follow the handcoded expert's plan on ``task`` (needs ``expert=True``): ``(won, steps, expert error)``.
+        A check of a game (e.g. a generated one), not an agent: agents are played by ``duomem.eval``."""
+        obs = self.reset(task, seed=seed)
+        steps, error = 0, obs.expert_error
+        while not obs.won and steps < max_steps:
+            obs = self.step(obs.expert_action or "look")
+            steps += 1
+            error = error or obs.expert_error
+        return obs.won, steps, error
 
     def close(self) -> None:
         if self._env is not None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from pydantic import BaseModel
 
 TASK_TYPES: tuple[str, ...] = ("pick", "clean", "heat", "cool", "examine", "pick_two")
+MAX_STEPS = 50
+"""The default turn limit of an episode (ALFWorld's usual 50)."""
 
 
 class TaskSpec(BaseModel):
@@ -39,7 +41,8 @@ class Observation:
     done: bool = False
     expert_action: str | None = None
     """The handcoded expert's next action where the environment provides one."""
-    info: dict = field(default_factory=dict)
+    expert_error: str | None = None
+    """Why the expert could not plan this step (its own bug; it then says ``look``), where it failed."""
 
 
 @runtime_checkable
@@ -48,8 +51,8 @@ class Environment(Protocol):
 
     max_steps: int
 
-    def reset(self, task: TaskSpec) -> Observation:
-        """Load ``task`` (if not loaded) and start a new episode."""
+    def reset(self, task: TaskSpec, seed: int | None = None) -> Observation:
+        """Load ``task`` (if not loaded) and start a new episode; ``seed`` fixes the game's own randomness."""
         ...
 
     def step(self, action: str) -> Observation:

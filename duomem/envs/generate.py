@@ -500,17 +500,14 @@ def verify_game(task: TaskSpec, verify: str, seed: int) -> tuple[str, str] | Non
         if obs.won:
             return "solved at start", "the goal holds before any action"
         if verify == "expert":
-            from duomem.agent.expert import ExpertPolicy
-            from duomem.eval.episode import run_episode
-
             try:
-                record = run_episode(env, ExpertPolicy(), task, seed=seed, max_steps=MAX_STEPS)
+                won, steps, error = env.expert_wins(task, seed=seed, max_steps=MAX_STEPS)
             except Exception as exc:
                 return "expert error", f"{type(exc).__name__}: {exc}"
-            if record.error:
-                return "expert error", record.error
-            if not record.won:
-                return "expert failed", f"not won in {record.steps} steps"
+            if not won and error:
+                return "expert error", error
+            if not won:
+                return "expert failed", f"not won in {steps} steps"
     finally:
         env.close()
     return None
@@ -541,7 +538,7 @@ def task_id_of(seed: int, split: str, index: int) -> str:
 
 def make_slot(job: SlotJob) -> SlotResult:
     """Sample, write and check one task, resampling (with a fresh RNG) until it passes or attempts run out."""
-    from duomem.eval.episode import episode_seed
+    from duomem.seeds import episode_seed
 
     result = SlotResult(job.index)
     split_dir = Path(job.out) / "json_2.1.1" / job.split

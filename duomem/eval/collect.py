@@ -7,7 +7,7 @@ from pathlib import Path
 
 from duomem.agent.demonstrations import demonstration
 from duomem.envs.base import TaskSpec
-from duomem.eval.runner import load_records
+from duomem.eval.runner import load_records, run_rollouts
 from duomem.eval.spec import RolloutSpec
 from duomem.jsonl import atomic_write_text
 
@@ -15,29 +15,26 @@ TRAJECTORIES = "trajectories.jsonl"
 DEMONSTRATIONS = "demonstrations.jsonl"
 
 
-def collect(policy: str, model: str | None, tasks: Sequence[TaskSpec], out_dir: Path, samples: int = 1,
-            explore: float = 0.3, temperature: float = 0.7, max_steps: int = 50, workers: int = 1, shots: int = 2,
-            threads: int | None = None, seed: int = 0, show_progress: bool = True,
-            adapter: str | None = None, memory: str | None = None, top_k: int = 2,
-            executor: str = "local", backend: str = "auto", device: str = "cpu", batch: int = 1) -> dict:
-    """Sample 0 of each task is played plainly (expert, or greedy decoding); samples 1..S-1 diversely (expert
-    detours with probability ``explore``, or decoding at ``temperature``). Writes ``trajectories.jsonl``: every
-    episode's trajectory, each with its policy and model, so a teacher's provenance stays explicit.
-    ``executor``: ``local`` worker processes or ``ray`` actors (see ``run_rollouts``); an LLM on the transformers
-    backend with ``batch`` > 1 plays its episodes in batches (see ``duomem.eval.batched``)."""
-    from duomem.eval.batched import evaluate
+def diverse(spec: RolloutSpec, explore: float = 0.3, temperature: float = 0.7) -> RolloutSpec:
+    """The spec of samples after the first: the expert takes detours with probability ``explore``; a model
+    samples at ``temperature``."""
+    change = {"explore": explore} if spec.policy == "expert" else {"temperature": temperature}
+    return spec.model_copy(update=change)
 
+
+def collect(spec: RolloutSpec, tasks: Sequence[TaskSpec], out_dir: Path, samples: int = 1,
+            diverse_spec: RolloutSpec | None = None, workers: int = 1, executor: str = "local",
+            show_progress: bool = True) -> dict:
+    """Sample 0 of each task is played with ``spec`` (the plain expert, or greedy decoding); samples 1..S-1 with
+    ``diverse_spec`` (default :func:`diverse`). Writes ``trajectories.jsonl``: every episode's trajectory, each
+    with its policy and model, so a teacher's provenance stays explicit, and ``demonstrations.jsonl``."""
     out_dir = Path(out_dir)
-    base = dict(policy=policy, model=model, max_steps=max_steps, threads=threads, seed=seed, shots=shots)
-    if policy == "llm":
-        base.update(adapter=adapter, memory=memory, top_k=top_k, backend=backend, device=device)
-    runs = [("plain", RolloutSpec(**base), [0])]
+    runs = [("plain", spec, [0])]
     if samples > 1:
-        diverse = dict(explore=explore) if policy == "expert" else dict(temperature=temperature)
-        runs.append(("diverse", RolloutSpec(**base, **diverse), list(range(1, samples))))
-    for sub, spec, sample_ids in runs:
-        evaluate(spec, tasks, out_dir / sub, name=f"collect-{sub}", workers=workers, batch=batch,
-                 samples=sample_ids, show_progress=show_progress, executor=executor, measure_speed=False)
+        runs.append(("diverse", diverse_spec or diverse(spec), list(range(1, samples))))
+    for sub, run_spec, sample_ids in runs:
+        run_rollouts(run_spec, tasks, out_dir / sub, name=f"collect-{sub}", samples=sample_ids, workers=workers,
+                     executor=executor, show_progress=show_progress, measure_speed=False)
     return write_trajectories(out_dir, [sub for sub, _, _ in runs], tasks)
 
 

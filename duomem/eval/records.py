@@ -21,7 +21,7 @@ class EpisodeRecord(BaseModel):
     memory_bank: str | None = None
     memory_ids: list[str] = Field(default_factory=list)
     memory_leakage_guard: str | None = None
-    """How retrieval kept this episode's own game out (e.g. "bank built from train only; own game excluded")."""
+    """What the leakage check found for the bank and the evaluated games (see ``duomem.eval.leakage``)."""
     won: bool
     steps: int
     """Agent turns, thoughts included (the step limit counts these)."""
@@ -40,6 +40,8 @@ class EpisodeRecord(BaseModel):
     ended_at: float = 0.0
     """Unix time the episode ended (with ``wall_s``, a run's throughput can be measured)."""
     error: str | None = None
+    expert_error: str | None = None
+    """The handcoded expert's first internal error in this episode (it then said ``look``), if any."""
     trajectory: Trajectory
 
     @property

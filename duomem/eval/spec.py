@@ -1,4 +1,4 @@
-"""What a rollout run plays with: policy, model, adapter, memory and limits (picklable, hashable)."""
+"""What a rollout run plays with: one typed spec holding every setting that changes play (picklable, hashable)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,16 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from duomem import settings
+from duomem.envs.base import MAX_STEPS
 from duomem.errors import ConfigError
+
+Retrieval = Literal["similarity", "same_type"]
 
 
 class RolloutSpec(BaseModel):
-    """Everything that decides how episodes are played. Two runs with equal specs and games give equal records
-    (up to timings) with greedy decoding."""
+    """Everything that decides how episodes are played: the only input of a rollout besides the games. Two runs
+    with equal specs and games give equal records (up to timings) with greedy decoding."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -22,16 +26,15 @@ class RolloutSpec(BaseModel):
     """A model name (see ``duomem models list``), a .gguf path, hf:ORG/NAME or openai:MODEL@URL."""
     backend: Literal["auto", "llamacpp", "transformers", "openai"] = "auto"
     adapter: str | None = None
-    """A LoRA adapter: a GGUF LoRA file (llama.cpp) or a peft folder (transformers; exported on the fly for
-    llama.cpp)."""
+    """A LoRA adapter: a GGUF LoRA file or a peft folder (llama.cpp reads the ``adapter.gguf`` exported in it)."""
     memory: str | None = None
     """A memory bank folder (``duomem memory build``)."""
     top_k: int = Field(2, ge=0, le=16)
-    retrieval: Literal["similarity", "same_type"] = "similarity"
+    retrieval: Retrieval = "similarity"
     """``similarity``: top-k over all memories (the paper); ``same_type``: top-k among the task type's memories."""
     shots: int = Field(2, ge=0, le=2)
     history_window: int | None = Field(None, ge=1)
-    max_steps: int = Field(50, ge=1, le=500)
+    max_steps: int = Field(MAX_STEPS, ge=1, le=500)
     max_new_tokens: int = Field(64, ge=4, le=1024)
     temperature: float = Field(0.0, ge=0.0, le=2.0)
     seed: int = 0
@@ -40,6 +43,17 @@ class RolloutSpec(BaseModel):
     expert_fix: bool = True
     """Expert only: repair its inventory tracking under ALFWorld 0.4's ``move`` grammar (False: as released)."""
     n_ctx: int = Field(8192, ge=512)
+    """The context budget in tokens (for an OpenAI-compatible server: at most this, or the server's if lower)."""
+    batch: int = Field(1, ge=1)
+    """Episodes stepped together in one process, one ``complete_batch`` call per step."""
+    batch_tokens: int = Field(default_factory=settings.batch_tokens, ge=1)
+    """transformers: padded tokens of one batched forward pass (``DUOMEM_BATCH_TOKENS``)."""
+    request_timeout: float = Field(default_factory=settings.openai_timeout, gt=0)
+    """OpenAI-compatible servers: seconds per request (``DUOMEM_OPENAI_TIMEOUT``)."""
+    request_retries: int = Field(default_factory=settings.openai_retries, ge=1)
+    """OpenAI-compatible servers: tries per request (``DUOMEM_OPENAI_RETRIES``)."""
+    request_concurrency: int = Field(default_factory=settings.openai_concurrency, ge=1)
+    """OpenAI-compatible servers: requests in flight at once (``DUOMEM_OPENAI_CONCURRENCY``)."""
     threads: int | None = Field(None, ge=1)
     device: str = "cpu"
     step_timeout: float = Field(30.0, gt=0)
@@ -47,17 +61,32 @@ class RolloutSpec(BaseModel):
     @model_validator(mode="after")
     def _check(self) -> RolloutSpec:
         if self.policy == "llm" and not self.model:
-            raise ConfigError("an llm policy needs --model (e.g. smollm2-135m)")
+            raise ConfigError("an llm policy needs a model (e.g. smollm2-135m)")
         if self.policy == "expert" and (self.model or self.adapter or self.memory):
-            raise ConfigError("the expert policy takes no --model, --adapter or --memory")
+            raise ConfigError("the expert policy takes no model, adapter or memory bank")
         return self
 
+    @property
+    def uses_transformers(self) -> bool:
+        return self.backend == "transformers" or (self.backend == "auto" and (self.model or "").startswith("hf:"))
+
+    @property
+    def uses_openai(self) -> bool:
+        return self.backend == "openai" or (self.backend == "auto" and (self.model or "").startswith("openai:"))
+
     def key_fields(self) -> dict:
-        """The fields that change what is played (not threads, device or timeouts). Fields added after the first
-        release are left out while at their defaults, so that earlier runs keep their keys and resume."""
+        """The fields that change what is played (not threads, device or the game-step timeout). Settings of
+        another backend are left out, and fields added after the first release are left out while at their
+        defaults, so that earlier runs keep their keys and resume."""
         data = self.model_dump(exclude={"threads", "step_timeout", "device"})
+        if not self.uses_transformers:
+            data.pop("batch_tokens")
+            data.pop("batch")
+        if not self.uses_openai:
+            for name in ("request_timeout", "request_retries", "request_concurrency"):
+                data.pop(name)
         for name, default in _LATER_FIELDS.items():
-            if data.get(name) == default:
+            if name in data and data[name] == default:
                 data.pop(name)
         return data
 
@@ -66,4 +95,5 @@ class RolloutSpec(BaseModel):
         return hashlib.sha256(json.dumps(self.key_fields(), sort_keys=True).encode()).hexdigest()[:16]
 
 
-_LATER_FIELDS = {"retrieval": "similarity"}
+_LATER_FIELDS = {"retrieval": "similarity", "batch": 1, "batch_tokens": 393216, "request_timeout": 120.0,
+                 "request_retries": 5, "request_concurrency": 8}

@@ -45,6 +45,17 @@ class ChatModel(Protocol):
         """Generate the assistant's next turn for ``messages``."""
         ...
 
+    def complete_batch(
+        self,
+        conversations: Sequence[Sequence[Message]],
+        max_tokens: int = 64,
+        stop: Sequence[str] = (),
+        temperature: float = 0.0,
+        seeds: Sequence[int | None] | None = None,
+    ) -> list[Completion]:
+        """The next assistant turn of each conversation, ``seeds[i]`` seeding row ``i`` (see :class:`Batching`)."""
+        ...
+
     def count_tokens(self, messages: Sequence[Message]) -> int:
         """Tokens of the prompt that ``complete(messages)`` would feed the model."""
         ...
@@ -52,3 +63,15 @@ class ChatModel(Protocol):
     def close(self) -> None:
         """Release the weights."""
         ...
+
+
+class Batching:
+    """The default ``complete_batch``: one ``complete`` per conversation, each with its own seed. Backends that
+    can generate many rows at once (transformers) override it; every backend is stepped through this method."""
+
+    def complete_batch(self, conversations: Sequence[Sequence[Message]], max_tokens: int = 64,
+                       stop: Sequence[str] = (), temperature: float = 0.0,
+                       seeds: Sequence[int | None] | None = None) -> list[Completion]:
+        seeds = list(seeds) if seeds is not None else [None] * len(conversations)
+        return [self.complete(c, max_tokens=max_tokens, stop=stop, temperature=temperature, seed=s)  # type: ignore[attr-defined]
+                for c, s in zip(conversations, seeds, strict=True)]

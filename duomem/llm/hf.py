@@ -3,13 +3,13 @@ optional peft adapters, on CPU or CUDA. Also serves batched generation for many 
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from duomem import settings
 from duomem.errors import ModelError
 from duomem.llm.base import Completion, Message
 from duomem.llm.chat_template import render_chat
@@ -24,12 +24,11 @@ class HFBundle:
     tokenizer: Any
     chat_template: str | None
     add_bos: bool
-    arch: str
     name: str
 
 
 def _quiet_transformers() -> None:
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    settings.quiet_hub()
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
@@ -56,14 +55,12 @@ def load_hf(ref: ModelRef | str, device: str = "cpu", dtype: str = "auto", for_t
     if ref.kind == "gguf":
         assert ref.path is not None
         source, kwargs["gguf_file"] = str(ref.path.parent), ref.path.name
-        meta = gguf_metadata(ref.path, ("general.architecture", "tokenizer.chat_template",
-                                        "tokenizer.ggml.add_bos_token"))
+        meta = gguf_metadata(ref.path, ("tokenizer.chat_template", "tokenizer.ggml.add_bos_token"))
         template = meta.get("tokenizer.chat_template")
         add_bos = bool(meta.get("tokenizer.ggml.add_bos_token", False))
-        arch = str(meta.get("general.architecture", ""))
     elif ref.kind == "hf":
         source = ref.hf_id or ""
-        template, add_bos, arch = None, False, ""
+        template, add_bos = None, False
     else:
         raise ModelError(f"{ref.name} cannot be loaded with transformers")
     try:
@@ -75,7 +72,6 @@ def load_hf(ref: ModelRef | str, device: str = "cpu", dtype: str = "auto", for_t
     if ref.kind == "hf":
         template = tokenizer.chat_template
         add_bos = bool(getattr(tokenizer, "add_bos_token", False))
-        arch = getattr(model.config, "model_type", "")
     if getattr(model, "hf_quantizer", None) is not None:
         # transformers tags GGUF-loaded models as quantised; the weights are plain dequantised tensors.
         model.hf_quantizer = None
@@ -87,8 +83,7 @@ def load_hf(ref: ModelRef | str, device: str = "cpu", dtype: str = "auto", for_t
     model.to(device)
     if not for_training:
         model.eval()
-    return HFBundle(model=model, tokenizer=tokenizer, chat_template=template, add_bos=add_bos, arch=arch,
-                    name=ref.name)
+    return HFBundle(model=model, tokenizer=tokenizer, chat_template=template, add_bos=add_bos, name=ref.name)
 
 
 def render(bundle: HFBundle, messages: Sequence[Message], add_generation_prompt: bool = True) -> str:
@@ -109,22 +104,11 @@ def encode(bundle: HFBundle, text: str) -> list[int]:
     return list(ids)
 
 
-def _env_batch_tokens(default: int) -> int:
-    """``DUOMEM_BATCH_TOKENS`` if set (a positive integer), else ``default``."""
-    raw = os.environ.get("DUOMEM_BATCH_TOKENS")
-    if raw is None:
-        return default
-    if not raw.isdigit() or int(raw) < 1:
-        raise ModelError(f"DUOMEM_BATCH_TOKENS must be a positive integer (tokens per batched forward pass), "
-                         f"not {raw!r}")
-    return int(raw)
-
-
 class TransformersChatModel:
     """Greedy (or sampled) chat completion with transformers; the KV cache of the last call is reused when the next
     prompt extends it. ``complete_batch`` generates for many conversations in one padded batch."""
 
-    def __init__(self, bundle: HFBundle, n_ctx: int = 8192, seed: int = 0) -> None:
+    def __init__(self, bundle: HFBundle, n_ctx: int = 8192, seed: int = 0, batch_tokens: int | None = None) -> None:
         self.bundle = bundle
         self.name = bundle.name
         max_pos = getattr(bundle.model.config, "max_position_embeddings", n_ctx) or n_ctx
@@ -132,11 +116,13 @@ class TransformersChatModel:
         self.seed = seed
         self._cache = None
         self._cached_ids: list[int] = []
-        self.batch_token_budget = _env_batch_tokens(self.batch_token_budget)
+        self.batch_token_budget = batch_tokens or settings.batch_tokens()
+        """Token budget of one padded forward pass in ``complete_batch`` (rows x longest prompt)."""
 
     @classmethod
     def from_ref(cls, ref: ModelRef, adapter: str | None = None, device: str = "cpu", seed: int = 0,
-                 n_ctx: int = 8192, threads: int | None = None) -> TransformersChatModel:
+                 n_ctx: int = 8192, threads: int | None = None,
+                 batch_tokens: int | None = None) -> TransformersChatModel:
         import torch
 
         if threads:
@@ -144,7 +130,7 @@ class TransformersChatModel:
         bundle = load_hf(ref, device=device)
         if adapter:
             bundle.model = attach_adapter(bundle.model, adapter)
-        return cls(bundle, n_ctx=n_ctx, seed=seed)
+        return cls(bundle, n_ctx=n_ctx, seed=seed, batch_tokens=batch_tokens)
 
     @property
     def device(self):
@@ -219,28 +205,34 @@ class TransformersChatModel:
         return Completion(text=cut, prompt_tokens=len(ids), completion_tokens=len(new), seconds=seconds,
                           cached_tokens=prefix, finish_reason=finish)
 
-    #: Token budget of one padded forward pass in ``complete_batch`` (rows x longest prompt); lower it with
-    #: ``DUOMEM_BATCH_TOKENS`` when several processes share one GPU (about 20 GB at the default for a 135M model).
-    batch_token_budget: int = 393216
-
     def complete_batch(self, conversations: Sequence[Sequence[Message]], max_tokens: int = 64,
-                       stop: Sequence[str] = (), temperature: float = 0.0, seed: int | None = None) -> list[Completion]:
+                       stop: Sequence[str] = (), temperature: float = 0.0,
+                       seeds: Sequence[int | None] | None = None) -> list[Completion]:
         """Left-padded batched ``generate`` for several conversations (no KV reuse across calls).
 
-        Prompts are sorted by length and cut into micro-batches of at most ``batch_token_budget`` padded tokens,
-        so short prompts are not padded to the longest one; each row stops at its own stop string."""
+        One conversation is one :meth:`complete` (reusing the KV cache of the last call). Greedy prompts are sorted
+        by length and cut into micro-batches of at most ``batch_token_budget`` padded tokens, so short prompts are
+        not padded to the longest one; each row stops at its own stop string. With sampling each row is generated
+        alone, seeded with its own seed, so batched and sequential play draw the same samples."""
         if not conversations:
             return []
+        seeds = list(seeds) if seeds is not None else [None] * len(conversations)
+        if len(conversations) == 1:
+            return [self.complete(conversations[0], max_tokens, stop, temperature, seeds[0])]
         encoded = [encode(self.bundle, render(self.bundle, m)) for m in conversations]
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
         results: list[Completion | None] = [None] * len(encoded)
+        if temperature > 0:
+            for i in order:
+                self._generate_group([i], encoded, results, max_tokens, stop, temperature, seeds[i])
+            return [r for r in results if r is not None]
         group: list[int] = []
         for i in order:
             if group and (len(group) + 1) * len(encoded[i]) > self.batch_token_budget:
-                self._generate_group(group, encoded, results, max_tokens, stop, temperature, seed)
+                self._generate_group(group, encoded, results, max_tokens, stop, temperature, None)
                 group = []
             group.append(i)
-        self._generate_group(group, encoded, results, max_tokens, stop, temperature, seed)
+        self._generate_group(group, encoded, results, max_tokens, stop, temperature, None)
         return [r for r in results if r is not None]
 
     def _generate_group(self, group: list[int], encoded: list[list[int]], results: list[Completion | None],

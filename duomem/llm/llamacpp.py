@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from duomem.errors import ModelError
-from duomem.llm.base import Completion, Message
+from duomem.llm.base import Batching, Completion, Message
 from duomem.llm.chat_template import render_chat
 
 
@@ -20,7 +20,7 @@ def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return i
 
 
-class LlamaCppChatModel:
+class LlamaCppChatModel(Batching):
     """A GGUF chat model on llama.cpp.
 
     The prompt is rendered with the model's own chat template and tokenized here, so the same conversation gives the

@@ -1,14 +1,11 @@
 """OpenAI-compatible backend: a (large) model served by vLLM, SGLang, llama.cpp's server or a hosted API.
 
-Settings, each a constructor argument or else an environment variable:
-
-- API key: the variable named by ``DUOMEM_OPENAI_KEY_ENV`` (default ``OPENAI_API_KEY``); local servers that
-  check no key get a placeholder.
-- ``DUOMEM_OPENAI_TIMEOUT``: seconds per request (120).
-- ``DUOMEM_OPENAI_RETRIES``: tries per request (5); connection errors, timeouts, 429 and 5xx are retried with
-  exponential backoff starting at ``DUOMEM_OPENAI_BACKOFF`` seconds (1.0).
-- ``DUOMEM_OPENAI_CONCURRENCY``: requests in flight per process (8).
-- ``DUOMEM_OPENAI_CONTEXT``: the context length when the server does not report it (32768), or a lower limit.
+Settings are constructor arguments (a run's spec passes them: ``request_timeout``, ``request_retries``,
+``request_concurrency``, ``n_ctx``); their defaults come from ``duomem.settings`` (``DUOMEM_OPENAI_TIMEOUT``,
+``_RETRIES``, ``_BACKOFF``, ``_CONCURRENCY``; the key from the variable named by ``DUOMEM_OPENAI_KEY_ENV``,
+default ``OPENAI_API_KEY``; local servers that check no key get a placeholder). Connection errors, timeouts, 429
+and 5xx are retried with exponential backoff. The context is the server's where it reports one, capped by
+``context_length``. ``complete_batch`` sends up to ``concurrency`` requests at once.
 
 Token counts: the server's tokenizer where it has an endpoint for it (vLLM's ``/tokenize`` with the chat
 template applied; llama-cpp-python's ``/extras/tokenize/count`` and llama.cpp server's ``/tokenize`` on each
@@ -20,7 +17,6 @@ one token per :data:`CHARS_PER_TOKEN` characters plus the same overhead. Complet
 from __future__ import annotations
 
 import json
-import os
 import random
 import threading
 import time
@@ -29,13 +25,14 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from duomem.errors import ConfigError, ModelError
-from duomem.llm.base import Completion, Message
+from duomem import settings
+from duomem.errors import ModelError
+from duomem.llm.base import Batching, Completion, Message
 
 T = TypeVar("T")
 
 PLACEHOLDER_KEY = "sk-no-key-required"
-DEFAULT_CONTEXT = 32768
+DEFAULT_CONTEXT = 8192
 MESSAGE_OVERHEAD = 5
 """Template tokens per message (role markers, separators) added to counts of the message text."""
 GENERATION_OVERHEAD = 3
@@ -46,37 +43,10 @@ MAX_SERVER_STOPS = 4
 """Stop sequences sent to the server (OpenAI accepts at most 4); all of them are enforced client-side."""
 _CONTEXT_KEYS = ("max_model_len", "context_length", "context_window", "max_context_length", "n_ctx")
 
-_SEMAPHORE: threading.BoundedSemaphore | None = None
-_SEMAPHORE_LOCK = threading.Lock()
-
-
-def _env_number(name: str, default: float, kind: Callable[[str], float] = float) -> float:
-    value = os.environ.get(name)
-    if value is None or value == "":
-        return default
-    try:
-        number = kind(value)
-    except ValueError:
-        raise ConfigError(f"{name}={value!r} is not a number") from None
-    if number <= 0:
-        raise ConfigError(f"{name} must be positive, not {value}")
-    return number
-
-
-def _semaphore() -> threading.BoundedSemaphore:
-    """The process-wide limit on requests in flight (``DUOMEM_OPENAI_CONCURRENCY``)."""
-    global _SEMAPHORE
-    with _SEMAPHORE_LOCK:
-        if _SEMAPHORE is None:
-            _SEMAPHORE = threading.BoundedSemaphore(int(_env_number("DUOMEM_OPENAI_CONCURRENCY", 8, int)))
-        return _SEMAPHORE
-
-
 def env_api_key() -> str:
     """The key from the variable named by ``DUOMEM_OPENAI_KEY_ENV`` (default ``OPENAI_API_KEY``), or a
     placeholder for local servers that need none."""
-    var = os.environ.get("DUOMEM_OPENAI_KEY_ENV") or "OPENAI_API_KEY"
-    return os.environ.get(var) or PLACEHOLDER_KEY
+    return settings.openai_api_key() or PLACEHOLDER_KEY
 
 
 def _one_line(text: object, limit: int = 200) -> str:
@@ -89,7 +59,7 @@ def _cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
     return (text[:cut], True) if cut >= 0 else (text, False)
 
 
-class OpenAIChatModel:
+class OpenAIChatModel(Batching):
     """A chat model behind an OpenAI-compatible ``/v1/chat/completions`` endpoint.
 
     Greedy with ``temperature=0``; ``seed`` is passed on, so servers that honour it (vLLM, llama.cpp) sample
@@ -100,7 +70,7 @@ class OpenAIChatModel:
     def __init__(self, model: str, base_url: str, seed: int = 0, api_key: str | None = None,
                  context_length: int | None = None, timeout: float | None = None,
                  max_tries: int | None = None, backoff: float | None = None, name: str | None = None,
-                 check: bool = True) -> None:
+                 check: bool = True, concurrency: int | None = None) -> None:
         try:
             import openai
         except ImportError as exc:  # pragma: no cover - an optional dependency
@@ -111,16 +81,18 @@ class OpenAIChatModel:
         self.base_url = base_url.rstrip("/")
         self.root_url = self.base_url.removesuffix("/v1")
         self.seed = seed
-        self.timeout = timeout if timeout is not None else _env_number("DUOMEM_OPENAI_TIMEOUT", 120.0)
-        self.max_tries = max_tries or int(_env_number("DUOMEM_OPENAI_RETRIES", 5, int))
-        self.backoff = backoff if backoff is not None else _env_number("DUOMEM_OPENAI_BACKOFF", 1.0)
+        self.timeout = timeout if timeout is not None else settings.openai_timeout()
+        self.max_tries = max_tries or settings.openai_retries()
+        self.backoff = backoff if backoff is not None else settings.openai_backoff()
+        self.concurrency = concurrency or settings.openai_concurrency()
+        self._slots = threading.BoundedSemaphore(self.concurrency)
         self._key = api_key if api_key is not None else env_api_key()
         self._client = openai.OpenAI(api_key=self._key, base_url=self.base_url, timeout=self.timeout,
                                      max_retries=0)
         self._answered = False
         self._tokenizer: str | None = None  # "messages", "extras", "llamacpp" or "estimate" once probed
         self._text_counts: dict[str, int] = {}
-        user_context = context_length or int(_env_number("DUOMEM_OPENAI_CONTEXT", 0, int)) or None
+        user_context = context_length
         served = self._check_server() if check else None
         if served and user_context:
             self.context_length = min(served, user_context)
@@ -135,7 +107,7 @@ class OpenAIChatModel:
         reason = ""
         for attempt in range(self.max_tries):
             try:
-                with _semaphore():
+                with self._slots:
                     result = fn()
                 self._answered = True
                 return result
@@ -166,13 +138,13 @@ class OpenAIChatModel:
         status = exc.status_code
         detail = _detail(exc)
         if status in (401, 403):
-            var = os.environ.get("DUOMEM_OPENAI_KEY_ENV") or "OPENAI_API_KEY"
+            var = settings.openai_key_env()
             return ModelError(f"the model server at {self.base_url} rejected the API key (HTTP {status}); "
                               f"set {var} (or name another variable in DUOMEM_OPENAI_KEY_ENV)")
         if status == 404:
             return ModelError(f"the model server at {self.base_url} does not serve {self.model!r} (HTTP 404 "
                               f"on {what}: {detail}); check the name in openai:MODEL@URL")
-        hint = ("; lower the history budget or set DUOMEM_OPENAI_CONTEXT to the server's context"
+        hint = ("; lower the history budget or the run's context setting (n_ctx) to the server's context"
                 if "context" in detail.lower() else "")
         return ModelError(f"the model server at {self.base_url} refused the {what} request (HTTP {status}): "
                           f"{detail}{hint}")
@@ -221,7 +193,7 @@ class OpenAIChatModel:
         request = urllib.request.Request(url, data=data, method=method, headers={
             "Authorization": f"Bearer {self._key}", "Content-Type": "application/json"})
         wait = timeout or min(self.timeout, 10.0)
-        with _semaphore(), urllib.request.urlopen(request, timeout=wait) as response:
+        with self._slots, urllib.request.urlopen(request, timeout=wait) as response:
             out = json.loads(response.read().decode("utf-8"))
         if not isinstance(out, dict):
             raise ValueError("not a JSON object")
@@ -253,6 +225,19 @@ class OpenAIChatModel:
             prompt_tokens, completion_tokens, cached = self.count_tokens(messages), self._estimate(text), 0
         return Completion(text=text, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
                           seconds=seconds, cached_tokens=cached, finish_reason=finish)
+
+    def complete_batch(self, conversations: Sequence[Sequence[Message]], max_tokens: int = 64,
+                       stop: Sequence[str] = (), temperature: float = 0.0,
+                       seeds: Sequence[int | None] | None = None) -> list[Completion]:
+        """Up to ``concurrency`` requests in flight at once; answers in the order of ``conversations``."""
+        if len(conversations) <= 1:
+            return super().complete_batch(conversations, max_tokens, stop, temperature, seeds)
+        from concurrent.futures import ThreadPoolExecutor
+
+        seeds = list(seeds) if seeds is not None else [None] * len(conversations)
+        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+            return list(pool.map(lambda c, s: self.complete(c, max_tokens, stop, temperature, s),
+                                 conversations, seeds))
 
     def count_tokens(self, messages: Sequence[Message]) -> int:
         """The server's count where it can tokenize (see the module's notes), else an estimate."""

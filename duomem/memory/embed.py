@@ -3,12 +3,12 @@ or none (BM25 over the task descriptions, which needs no torch)."""
 
 from __future__ import annotations
 
-import os
 from functools import lru_cache
 from typing import Protocol
 
 import numpy as np
 
+from duomem import settings
 from duomem.errors import ModelError
 
 DEFAULT_EMBEDDER = "minilm"
@@ -44,7 +44,7 @@ class SentenceTransformerEmbedder:
         else:
             raise ModelError(f"unknown embedder {name!r}; use minilm, hf:ORG/NAME or bm25")
         self.name = name
-        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        settings.quiet_hub()
         from transformers.utils import logging as hf_logging
 
         hf_logging.set_verbosity_error()

@@ -8,9 +8,20 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from duomem.envs.base import MAX_STEPS
 from duomem.errors import ConfigError
 
-CONFIG_NAMES = ("nomem", "own_memory", "teacher_memory", "lora", "lora_own_memory", "duomem", "teacher")
+ROWS: dict[str, tuple[bool, str | None]] = {
+    "nomem": (False, None),
+    "own_memory": (False, "own"),
+    "teacher_memory": (False, "teacher"),
+    "lora": (True, None),
+    "lora_own_memory": (True, "own"),
+    "duomem": (True, "teacher"),
+}
+"""The student rows of the matrix, the one table the pipeline maps rows to specs with: (a LoRA trained for this
+row?, the memory bank it reads: ``own``, ``teacher`` or none). The ``teacher`` row plays the teacher itself."""
+CONFIG_NAMES = (*ROWS, "teacher")
 DEFAULT_CONFIGS = ("nomem", "own_memory", "teacher_memory", "lora_own_memory", "duomem", "teacher")
 
 
@@ -34,7 +45,7 @@ class TeacherConfig(_Strict):
     model: str | None = None
     shots: int = Field(2, ge=0, le=2)
     samples_per_task: int = Field(2, ge=1, le=8)
-    max_steps: int = Field(50, ge=1)
+    max_steps: int = Field(MAX_STEPS, ge=1)
     """Turn limit when the teacher collects trajectories (evaluation uses ``eval.max_steps``)."""
     explore: float = Field(0.3, ge=0, le=1)
     temperature: float = Field(0.7, ge=0, le=2)
@@ -100,7 +111,7 @@ class LoraSettings(_Strict):
 
 
 class EvalConfig(_Strict):
-    max_steps: int = Field(50, ge=1)
+    max_steps: int = Field(MAX_STEPS, ge=1)
     workers: int = Field(2, ge=1)
     threads: int | None = Field(None, ge=1)
     backend: Literal["llamacpp", "transformers"] = "llamacpp"

@@ -15,7 +15,7 @@ from duomem.errors import ConfigError
 from duomem.eval.runner import select_games
 from duomem.eval.spec import RolloutSpec
 from duomem.jsonl import atomic_write_text
-from duomem.pipeline.config import PipelineConfig
+from duomem.pipeline.config import ROWS, PipelineConfig
 from duomem.pipeline.stages import StageResult, StageRunner
 
 PHASES = ("collect", "memory", "tune", "lora", "eval")
@@ -89,33 +89,38 @@ class Pipeline:
     def collect_backend(self) -> str:
         return self.cfg.student.collect_backend or self.cfg.eval.backend
 
-    def student_spec(self, **kw) -> RolloutSpec:
+    def student_spec(self, backend: str | None = None, **kw) -> RolloutSpec:
         cfg = self.cfg
         if kw.get("memory"):
             kw.setdefault("retrieval", cfg.memory.retrieval)
+        backend = backend or cfg.eval.backend
         return RolloutSpec(policy="llm", model=cfg.student.model, shots=cfg.student.shots, n_ctx=cfg.student.n_ctx,
                            max_steps=cfg.eval.max_steps, seed=cfg.seed, threads=cfg.eval.threads,
-                           backend=cfg.eval.backend, device=cfg.eval.device, **kw)
+                           backend=backend, device=cfg.eval.device,
+                           batch=cfg.eval.batch if backend == "transformers" else 1, **kw)
 
-    def teacher_spec(self) -> RolloutSpec:
-        t = self.cfg.teacher
+    def teacher_spec(self, max_steps: int | None = None) -> RolloutSpec:
+        """The teacher as it plays: the evaluation row (``eval.max_steps``) or its collection
+        (``teacher.max_steps``)."""
+        t, cfg = self.cfg.teacher, self.cfg
+        steps = max_steps or cfg.eval.max_steps
         if t.policy == "expert":
-            return RolloutSpec(policy="expert", max_steps=self.cfg.eval.max_steps, seed=self.cfg.seed)
-        return RolloutSpec(policy="llm", model=t.model, shots=t.shots, max_steps=self.cfg.eval.max_steps,
-                           seed=self.cfg.seed, threads=self.cfg.eval.threads)
+            return RolloutSpec(policy="expert", max_steps=steps, seed=cfg.seed, shots=t.shots, threads=cfg.eval.threads)
+        return RolloutSpec(policy="llm", model=t.model, shots=t.shots, max_steps=steps, seed=cfg.seed,
+                           threads=cfg.eval.threads)
 
     # --- stages --------------------------------------------------------------------------------------------------
     def collect_teacher(self) -> StageResult:
-        from duomem.eval.collect import collect
+        from duomem.eval.collect import collect, diverse
 
         cfg = self.cfg
         tasks = self._tasks(cfg.data.train_split, cfg.data.train_games)
         inputs = {"teacher": cfg.teacher.model_dump(), "games": _ids(tasks), "seed": cfg.seed}
+        spec = self.teacher_spec(max_steps=cfg.teacher.max_steps)
         return self.stages.run("teacher_collect", inputs, lambda d: collect(
-            policy=cfg.teacher.policy, model=cfg.teacher.model, tasks=tasks, out_dir=d,
-            samples=cfg.teacher.samples_per_task, explore=cfg.teacher.explore, temperature=cfg.teacher.temperature,
-            max_steps=cfg.teacher.max_steps, workers=cfg.eval.workers, shots=cfg.teacher.shots,
-            threads=cfg.eval.threads, seed=cfg.seed, show_progress=self.show_progress))
+            spec, tasks, d, samples=cfg.teacher.samples_per_task,
+            diverse_spec=diverse(spec, explore=cfg.teacher.explore, temperature=cfg.teacher.temperature),
+            workers=cfg.eval.workers, show_progress=self.show_progress))
 
     def collect_student(self) -> StageResult:
         from duomem.eval.collect import collect
@@ -125,11 +130,13 @@ class Pipeline:
         backend = self.collect_backend
         inputs = {"student": cfg.student.model_dump(exclude={"collect_backend"}), "games": _ids(tasks),
                   "max_steps": cfg.eval.max_steps, "seed": cfg.seed, "backend": backend}
+        spec = self.student_spec(backend=backend)
         return self.stages.run("student_collect", inputs, lambda d: collect(
-            policy="llm", model=cfg.student.model, tasks=tasks, out_dir=d, samples=1,
-            max_steps=cfg.eval.max_steps, workers=cfg.eval.workers, shots=cfg.student.shots,
-            threads=cfg.eval.threads, seed=cfg.seed, show_progress=self.show_progress,
-            backend=backend, device=cfg.eval.device, batch=cfg.eval.batch))
+            spec, tasks, d, samples=1, workers=self._workers(spec), show_progress=self.show_progress))
+
+    def _workers(self, spec: RolloutSpec) -> int:
+        """A batch is stepped in one process; otherwise ``eval.workers`` processes."""
+        return 1 if spec.batch > 1 else self.cfg.eval.workers
 
     def build_bank(self, name: str, source: StageResult, file: str, writer: str, include_failures: bool,
                    backend: str = "llamacpp") -> StageResult:
@@ -168,14 +175,13 @@ class Pipeline:
         """The evaluation's summary; with ``partial_ok`` in a report-only run, the summary of the episodes
         finished so far (None when there are none)."""
         inputs = {"spec": spec.fingerprint(), "spec_fields": spec.key_fields(),
-                  "games": _ids(tasks), "batch": self.cfg.eval.batch if spec.backend == "transformers" else 1}
+                  "games": _ids(tasks), "batch": spec.batch}
 
         def work(d: Path) -> dict:
-            from duomem.eval.batched import evaluate
+            from duomem.eval.runner import run_rollouts
 
-            result = evaluate(spec, tasks, d, name=name, workers=self.cfg.eval.workers, batch=self.cfg.eval.batch,
-                              show_progress=self.show_progress)
-            return result.summary
+            return run_rollouts(spec, tasks, d, name=name, workers=self._workers(spec),
+                                show_progress=self.show_progress).summary
 
         result = self.stages.run(stage_name or f"eval_{name}", inputs, work, partial_ok=partial_ok)
         if result.finished:
@@ -278,29 +284,23 @@ class Pipeline:
         if self._stop("lora"):
             return None
         eval_tasks = self._eval_tasks(cfg.data.eval_split, cfg.data.eval_games)
+        banks = {"own": own_bank, "teacher": teacher_bank}
         specs: dict[str, RolloutSpec] = {}
         for name in cfg.eval.configs:
-            if name == "nomem":
-                specs[name] = self.student_spec()
-            elif name == "own_memory":
-                specs[name] = self.student_spec(memory=own_bank.info["bank"], top_k=k)
-            elif name == "teacher_memory":
-                specs[name] = self.student_spec(memory=teacher_bank.info["bank"], top_k=k)
-            elif name == "lora":
-                specs[name] = self.student_spec(adapter=loras[name].info["adapter"])
-            elif name == "lora_own_memory":
-                specs[name] = self.student_spec(adapter=loras[name].info["adapter"], memory=own_bank.info["bank"],
-                                                top_k=k)
-            elif name == "duomem":
-                specs[name] = self.student_spec(adapter=loras[name].info["adapter"],
-                                                memory=teacher_bank.info["bank"], top_k=k)
-            elif name == "teacher":
+            if name == "teacher":
                 specs[name] = self.teacher_spec()
+                continue
+            lora, bank = ROWS[name]
+            kw: dict = {}
+            if lora:
+                kw["adapter"] = loras[name].info["adapter"]
+            if bank:
+                kw.update(memory=banks[bank].info["bank"], top_k=k)
+            specs[name] = self.student_spec(**kw)
         for window in cfg.eval.history_windows:
-            specs[f"duomem_window{window}"] = specs["duomem"].model_copy(update={"history_window": window}) \
-                if "duomem" in specs else self.student_spec(adapter=loras["duomem"].info["adapter"],
-                                                            memory=teacher_bank.info["bank"], top_k=k,
-                                                            history_window=window)
+            base = specs.get("duomem") or self.student_spec(adapter=loras["duomem"].info["adapter"],
+                                                            memory=teacher_bank.info["bank"], top_k=k)
+            specs[f"duomem_window{window}"] = base.model_copy(update={"history_window": window})
         for name, spec in specs.items():
             summary = self.evaluate(name, spec, eval_tasks, partial_ok=True)
             if summary is not None:
