@@ -1,7 +1,8 @@
 """Copy each finished run's summary (and a pipeline run's records and report) into benchmarks/.
 
 Usage: python benchmarks/publish.py [RUN_DIR ...] [--as NAME]   (default: every folder in benchmarks/runs/)
-A run's summary.json becomes results/<run name>.json and its summary.md results/<run name>.md. For a pipeline
+A run's summary, recomputed from its episodes.jsonl (95% intervals included, per-game outcomes left out), becomes
+results/<run name>.json and results/<run name>.md. For a pipeline
 output folder (with report.json), the records of the evaluation stages its report uses go to
 runs/<NAME or run name>/<stage>/ with the report's settings and artefacts (report_inputs.json), so that a clone
 has them, and the report is rebuilt from those published records into results/<NAME or run name>/ exactly as
@@ -16,8 +17,15 @@ import math
 import shutil
 from pathlib import Path
 
-from duomem.jsonl import atomic_write_json
-from duomem.pipeline.report import INPUTS, report_from_records, report_inputs, write_report_files
+from duomem.eval.summary import summary_markdown
+from duomem.jsonl import atomic_write_json, atomic_write_text
+from duomem.pipeline.report import (
+    INPUTS,
+    report_from_records,
+    report_inputs,
+    summary_from_records,
+    write_report_files,
+)
 
 HERE = Path(__file__).resolve().parent
 RECORDS = ("episodes.jsonl", "summary.json", "summary.md", "run.json", "inputs.json", "speed.json")
@@ -68,15 +76,15 @@ def publish(run: Path, name: str | None = None) -> None:
     if (run / "report.json").is_file():
         publish_report(run, name or run.name)
         return
-    summary = run / "summary.json"
-    if not summary.is_file():
+    if not (run / "summary.json").is_file():
         print(f"skip {run}: no summary.json")
         return
-    data = json.loads(summary.read_text())
+    data = summary_from_records(run)
+    del data["outcomes"]  # the records are published beside it
     if not data.get("complete", True):
         print(f"note {run}: partial ({data['n_episodes']}/{data.get('n_planned')} episodes)")
-    shutil.copy2(summary, results / f"{run.name}.json")
-    shutil.copy2(run / "summary.md", results / f"{run.name}.md")
+    atomic_write_json(results / f"{run.name}.json", data)
+    atomic_write_text(results / f"{run.name}.md", summary_markdown(data))
     print(f"{run} -> {results / run.name}.json")
 
 

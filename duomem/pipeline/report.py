@@ -454,7 +454,7 @@ def report_inputs(report: dict) -> dict:
     return {k: report[k] for k in INPUT_KEYS if k in report}
 
 
-def load_row(folder: Path) -> dict:
+def summary_from_records(folder: Path) -> dict:
     """An evaluation folder's summary with its statistics recomputed from its ``episodes.jsonl`` (date and host
     kept from when it ran)."""
     from duomem.eval.runner import load_records
@@ -487,9 +487,9 @@ def report_from_records(folder: Path) -> dict:
         if row in rows or ((tune := _TUNE.fullmatch(row)) and int(tune["k"]) in k_sweep):
             raise DataError(f"{folder} holds two record folders for row {row}; keep one")
         if tune:
-            k_sweep[int(tune["k"])] = load_row(path)
+            k_sweep[int(tune["k"])] = summary_from_records(path)
         else:
-            rows[row] = load_row(path)
+            rows[row] = summary_from_records(path)
     if not rows:
         raise DataError(f"{folder} holds no evaluation folders (eval_<row>-<key>/ with summary.json)")
     planned = inputs.get("planned") or list(rows)
