@@ -211,3 +211,19 @@ def test_committed_report_is_rebuilt_from_its_records():
     assert (own["a_only"], own["b_only"]) == (9, 14) and own["p_value"] == pytest.approx(0.40, abs=0.01)
     assert committed["configs"]["lora"]["success_ci95"] == pytest.approx([0.168, 0.310], abs=1e-3)
     assert (RESULTS / "report.md").read_text() == report_markdown(report)
+
+
+def test_pipeline_report_has_the_paired_section(tmp_path: Path):
+    """The pipeline's summaries carry each game's outcome, so its report has what a rebuilt one has."""
+    from duomem.pipeline.config import load_config
+    from duomem.pipeline.report import summary_from_records, write_report
+
+    _publish(tmp_path / "runs")
+    rows = {n: summary_from_records(p) for n in WINS for p in (tmp_path / "runs").glob(f"eval_{n}-*")}
+    (tmp_path / "c.yaml").write_text("name: toy\nstudent: {model: smollm2-135m}\nteacher: {policy: expert}\n")
+    md = write_report(tmp_path / "out", load_config(tmp_path / "c.yaml", []), rows, {}, 2, {"loras": {}},
+                      eval_games=40)
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    rebuilt = report_from_records(tmp_path / "runs")
+    assert report["paired"] == rebuilt["paired"] and report["derived"] == rebuilt["derived"]
+    assert "| LoRA + teacher memory (DuoMem) | LoRA only | 40 | 6 | 14 | 2 | 10 |" in md.read_text()

@@ -44,7 +44,7 @@ def demo_command(
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """The embedded default: DuoMem end to end on generated games with packaged models, offline (about 10
-    minutes on 2 CPU cores). Prints where the report is."""
+    minutes on 2 CPU cores). Prints the report's tables and where it is."""
     from duomem.pipeline.config import load_config
     from duomem.pipeline.run import run_pipeline
 
@@ -55,4 +55,5 @@ def demo_command(
     with resources.as_file(resources.files("duomem.pipeline").joinpath("configs", name)) as path:
         cfg = load_config(path, overrides)
     report, _ = run_pipeline(cfg, console, show_progress=progress)
-    print_report(console, report)
+    if report:
+        print_report(console, report)

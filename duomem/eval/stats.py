@@ -68,7 +68,7 @@ def gap_closed(means: np.ndarray) -> np.ndarray:
         return np.where(span != 0, (row - base) / np.where(span != 0, span, 1), np.nan)
 
 
-def compare(a: Mapping[str, bool], b: Mapping[str, bool], seed: int = 0) -> dict:
+def compare(a: Mapping[str, bool], b: Mapping[str, bool], seed: int = 0, n_resamples: int = 10_000) -> dict:
     """Row A against row B on the games both played (keys: game ids): wins of each, the games won by one side
     only, the exact McNemar p-value and the difference in success (A - B) with a paired bootstrap interval."""
     games = sorted(a.keys() & b.keys())
@@ -77,6 +77,7 @@ def compare(a: Mapping[str, bool], b: Mapping[str, bool], seed: int = 0) -> dict
     a_only = sum(x > y for x, y in zip(won_a, won_b, strict=True))
     b_only = sum(y > x for x, y in zip(won_a, won_b, strict=True))
     n = len(games)
+    ci = paired_bootstrap([won_a, won_b], lambda m: m[0] - m[1], n_resamples, seed)
     return {
         "n_games": n,
         "won_a": int(sum(won_a)),
@@ -85,5 +86,5 @@ def compare(a: Mapping[str, bool], b: Mapping[str, bool], seed: int = 0) -> dict
         "b_only": b_only,
         "p_value": mcnemar_exact(a_only, b_only),
         "difference": (sum(won_a) - sum(won_b)) / n if n else None,
-        "difference_ci95": paired_bootstrap([won_a, won_b], lambda m: m[0] - m[1], seed=seed),
+        "difference_ci95": list(ci) if ci else None,
     }

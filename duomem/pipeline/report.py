@@ -101,7 +101,8 @@ def paired(summaries: dict[str, dict]) -> list[dict]:
     for a, b in PAIRS:
         sa, sb = summaries.get(a), summaries.get(b)
         if sa and sb and sa.get("outcomes") and sb.get("outcomes"):
-            out.append({"a": a, "b": b, **compare(sa["outcomes"], sb["outcomes"], seed=BOOTSTRAP["seed"])})
+            out.append({"a": a, "b": b, **compare(sa["outcomes"], sb["outcomes"], BOOTSTRAP["seed"],
+                                                  BOOTSTRAP["resamples"])})
     return out
 
 
