@@ -16,7 +16,6 @@ from duomem.eval.summary import interval, pct
 
 console = Console()
 
-
 SHORT = {"own_memory": "own memory", "teacher_memory": "teacher memory", "lora_own_memory": "LoRA + own memory",
          "duomem": "DuoMem"}
 """Row names short enough for a terminal; the Markdown report has the long ones."""
