@@ -1,21 +1,42 @@
-"""Copy each finished run's summary (and a pipeline run's report) into benchmarks/results/.
+"""Copy each finished run's summary (and a pipeline run's records and report) into benchmarks/.
 
 Usage: python benchmarks/publish.py [RUN_DIR ...] [--as NAME]   (default: every folder in benchmarks/runs/)
-A run's summary.json becomes results/<run name>.json and its summary.md results/<run name>.md; a pipeline
-output folder (with report.json) is copied as results/<NAME or run name>/{report.json,report.md,*.png}, and the
-records of the evaluation stages its report uses go to runs/<NAME or run name>/<stage>/ so that a clone has them.
+A run's summary, recomputed from its episodes.jsonl (95% intervals included, per-game outcomes left out), becomes
+results/<run name>.json and results/<run name>.md. For a pipeline
+output folder (with report.json), the records of the evaluation stages its report uses go to
+runs/<NAME or run name>/<stage>/ with the report's settings and artefacts (report_inputs.json), so that a clone
+has them, and the report is rebuilt from those published records into results/<NAME or run name>/ exactly as
+`duomem report runs/<NAME> --out results/<NAME>` does.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 from pathlib import Path
+
+from duomem.eval.summary import summary_markdown
+from duomem.jsonl import atomic_write_json, atomic_write_text
+from duomem.pipeline.report import (
+    INPUTS,
+    report_from_records,
+    report_inputs,
+    summary_from_records,
+    write_report_files,
+)
 
 HERE = Path(__file__).resolve().parent
 RECORDS = ("episodes.jsonl", "summary.json", "summary.md", "run.json", "inputs.json", "speed.json")
 SAME = ("n_episodes", "success_rate", "wall_s_per_episode", "mean_steps")
+
+
+def _same(a: object, b: object) -> bool:
+    """Equal, floats up to the rounding of a different summation order."""
+    if isinstance(a, float) and isinstance(b, float):
+        return math.isclose(a, b, rel_tol=1e-9)
+    return a == b
 
 
 def _stage_of(run: Path, config: str, summary: dict) -> Path | None:
@@ -24,17 +45,13 @@ def _stage_of(run: Path, config: str, summary: dict) -> Path | None:
         path = stage / "summary.json"
         if path.is_file():
             data = json.loads(path.read_text())
-            if all(data.get(k) == summary[k] for k in SAME if k in summary):
+            if all(_same(data.get(k), summary[k]) for k in SAME if k in summary):
                 return stage
     return None
 
 
 def publish_report(run: Path, name: str) -> None:
-    dest = HERE / "results" / name
-    dest.mkdir(parents=True, exist_ok=True)
-    for f in ["report.json", "report.md", *[p.name for p in run.glob("*.png")]]:
-        shutil.copy2(run / f, dest / f)
-    print(f"{run} -> {dest}")
+    records = HERE / "runs" / name
     report = json.loads((run / "report.json").read_text())
     rows = {**report.get("configs", {}), **{f"tune_teacher_memory_k{k}": s for k, s in report.get("k_sweep", {}).items()}}
     for config, summary in rows.items():
@@ -42,12 +59,15 @@ def publish_report(run: Path, name: str) -> None:
         if stage is None:
             print(f"note: no finished stage folder matches row {config}")
             continue
-        out = HERE / "runs" / name / stage.name
+        out = records / stage.name
         out.mkdir(parents=True, exist_ok=True)
         for f in RECORDS:
             if (stage / f).is_file():
                 shutil.copy2(stage / f, out / f)
         print(f"  {stage} -> {out}")
+    atomic_write_json(records / INPUTS, report_inputs(report))
+    dest = HERE / "results" / name
+    print(f"{records} -> {write_report_files(report_from_records(records), dest)}")
 
 
 def publish(run: Path, name: str | None = None) -> None:
@@ -56,15 +76,15 @@ def publish(run: Path, name: str | None = None) -> None:
     if (run / "report.json").is_file():
         publish_report(run, name or run.name)
         return
-    summary = run / "summary.json"
-    if not summary.is_file():
+    if not (run / "summary.json").is_file():
         print(f"skip {run}: no summary.json")
         return
-    data = json.loads(summary.read_text())
+    data = summary_from_records(run)
+    del data["outcomes"]  # the records are published beside it
     if not data.get("complete", True):
         print(f"note {run}: partial ({data['n_episodes']}/{data.get('n_planned')} episodes)")
-    shutil.copy2(summary, results / f"{run.name}.json")
-    shutil.copy2(run / "summary.md", results / f"{run.name}.md")
+    atomic_write_json(results / f"{run.name}.json", data)
+    atomic_write_text(results / f"{run.name}.md", summary_markdown(data))
     print(f"{run} -> {results / run.name}.json")
 
 

@@ -51,7 +51,11 @@ def test_summary_numbers():
                rec("c", "heat", True, 20, 5, 0, 6.0)]
     s = summarize(records, "x", "llm", "m", "s")
     assert s["n_episodes"] == 3 and s["success_rate"] == pytest.approx(2 / 3)
-    assert s["per_type"] == {"pick": {"n": 2, "success_rate": 0.5}, "heat": {"n": 1, "success_rate": 1.0}}
+    assert s["per_type"]["pick"] == {"n": 2, "n_won": 1, "success_rate": 0.5,
+                                     "success_ci95": pytest.approx([0.0945, 0.9055], abs=1e-4)}
+    assert s["per_type"]["heat"]["success_rate"] == 1.0 and s["per_type"]["heat"]["success_ci95"][1] == 1.0
+    assert s["success_ci95"] == pytest.approx([0.2077, 0.9385], abs=1e-4)  # Wilson, 2 of 3
+    assert s["outcomes"] == {"a": True, "b": False, "c": True}
     assert s["mean_steps"] == pytest.approx(80 / 3)
     assert s["invalid_action_rate"] == pytest.approx(11 / (8 + 50 + 15))
     assert s["wall_s_per_episode"] == pytest.approx(6.0) and s["peak_rss_mb"] == 150

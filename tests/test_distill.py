@@ -176,3 +176,27 @@ def test_lora_on_cuda(small_sft: Path, tmp_path: Path, smollm2: str):
     meta = train_lora(smollm2, small_sft, tmp_path / "a", LoraConfig(rank=8, max_steps=3, batch_size=2),
                       device="cuda")
     assert meta["steps"] == 3 and meta["device"] == "cuda"
+
+
+def test_training_raises_no_library_warnings(tmp_path: Path, smollm2: str, needs_torch):
+    """transformers' renamed training argument is passed under its new name; peft's notes that a user cannot act on
+    (a renamed property, a base-model config.json that a packaged GGUF does not have) are silenced, exactly those."""
+    import warnings
+
+    from duomem.distill.train import LoraConfig, train_lora
+
+    turns = [{"role": "system", "content": "You play a text game."},
+             {"role": "user", "content": "Your task is to: put a mug in coffeemachine."},
+             {"role": "assistant", "content": "go to countertop 1"},
+             {"role": "user", "content": "On the countertop 1, you see a mug 1."},
+             {"role": "assistant", "content": "take mug 1 from countertop 1"}]
+    (tmp_path / "sft").mkdir()
+    (tmp_path / "sft" / "train.jsonl").write_text(json.dumps({"messages": turns}) + "\n")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train_lora(smollm2, tmp_path / "sft", tmp_path / "adapter", LoraConfig(rank=4, max_steps=1, batch_size=1,
+                                                                               save_steps=1), threads=1)
+    noise = [f"{w.category.__name__}: {w.message}" for w in caught
+             if any(lib in w.filename for lib in ("transformers", "peft"))]
+    assert noise == []
+    assert (tmp_path / "adapter" / "adapter_config.json").is_file()

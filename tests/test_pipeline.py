@@ -1,4 +1,4 @@
-"""The DuoMem pipeline: configuration, stage caching, the report, and (slow) the whole run end to end."""
+"""The DuoMem pipeline: configuration, stage caching and (slow) the whole run end to end (the report: test_report.py)."""
 
 from __future__ import annotations
 
@@ -110,54 +110,6 @@ def test_interrupted_stage_is_entered_again(tmp_path: Path):
 
     result = StageRunner(tmp_path).run("s", {"a": 1}, finish)
     assert seen == {"partial": True} and not result.cached
-
-
-def _summary(name, rate, per_type, wall, steps=20.0):
-    return {"name": name, "policy": "llm", "model": "m", "split": "valid_unseen", "n_episodes": 10,
-            "success_rate": rate, "per_type": per_type, "mean_steps": steps, "invalid_action_rate": 0.1,
-            "wall_s_per_episode": wall, "peak_rss_mb": 500.0}
-
-
-def test_report_numbers(tmp_path: Path):
-    from duomem.pipeline.report import build_report, plot, report_markdown
-
-    summaries = {
-        "nomem": _summary("nomem", 0.1, {"pick": {"n": 5, "success_rate": 0.2}, "heat": {"n": 5, "success_rate": 0.0}}, 40.0),
-        "duomem": _summary("duomem", 0.55, {"pick": {"n": 5, "success_rate": 0.8}, "heat": {"n": 5, "success_rate": 0.3}}, 20.0),
-        "teacher": _summary("teacher", 0.85, {"pick": {"n": 5, "success_rate": 1.0}, "heat": {"n": 5, "success_rate": 0.7}}, 5.0),
-    }
-    report = build_report("t", "s", "expert", summaries, {1: {"success_rate": 0.3, "n_episodes": 4}}, 1,
-                          {"loras": {}}, {"split": "valid_unseen", "n_games": 10, "max_steps": 50,
-                                          "backend": "llamacpp"}, {"split": "valid_seen", "n_games": 4})
-    assert report["derived"]["gap_closed"] == pytest.approx((0.55 - 0.1) / (0.85 - 0.1))
-    assert report["derived"]["speedup_vs_teacher"] == {"nomem": 0.125, "duomem": 0.25, "teacher": 1.0}
-    md = report_markdown(report)
-    assert "| LoRA + teacher memory (DuoMem) | 55.0 | 80.0 | 30.0 |" in md
-    assert "| no memory | 10.0 | 20.0 | 0.0 | 20.0 | 10.0 | 40.0 | - | 0.12x | 500 | 4.3 |" in md
-    assert "Gap closed by DuoMem" in md and "60.0%" in md
-    # throughput (episodes per hour) is the basis of the speed-up where both runs report it: batched episodes
-    # share their batch's time, so seconds per episode would understate a batched run.
-    summaries["nomem"]["episodes_per_hour"], summaries["teacher"]["episodes_per_hour"] = 900.0, 600.0
-    again = build_report("t", "s", "expert", summaries, {}, 1, {"loras": {}},
-                         {"split": "valid_unseen", "n_games": 10, "max_steps": 50, "backend": "transformers"},
-                         {"split": "valid_seen", "n_games": 4})
-    assert again["derived"]["speedup_vs_teacher"]["nomem"] == pytest.approx(1.5)
-    assert again["derived"]["speedup_basis"] == {"nomem": "episodes per hour", "duomem": "seconds per episode",
-                                                 "teacher": "episodes per hour"}
-    assert "| 900 | 1.50x |" in report_markdown(again)
-    # a partial row (report-only while a run goes on) is marked, a config not started is named, no gap is claimed
-    summaries["duomem"].update(complete=False, n_episodes=4, n_planned=10)
-    partial = build_report("t", "s", "expert", summaries, {}, 1, {"loras": {}},
-                           {"split": "valid_unseen", "n_games": 10, "max_steps": 50, "backend": "llamacpp"},
-                           {"split": "valid_seen", "n_games": 0}, planned=["nomem", "own_memory", "duomem", "teacher"])
-    assert not partial["complete"] and partial["derived"]["gap_closed"] is None
-    md = report_markdown(partial)
-    assert md.startswith("# DuoMem partial report") and "| LoRA + teacher memory (DuoMem)* | 55.0 |" in md
-    assert "DuoMem): 4 of 10 games so far; own memory (MemP baseline): not started" in md
-    assert "Gap closed" not in md
-    plot(report, tmp_path)
-    assert (tmp_path / "success_per_type.png").stat().st_size > 1000
-    assert (tmp_path / "success_vs_time.png").stat().st_size > 1000
 
 
 @pytest.mark.slow

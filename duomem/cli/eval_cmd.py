@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from duomem.envs.base import MAX_STEPS
+from duomem.envs.base import MAX_STEPS, TaskSpec
+from duomem.errors import ConfigError
 from duomem.eval.spec import RolloutSpec
 
 console = Console()
@@ -21,6 +22,22 @@ Executor = Annotated[str, typer.Option(help="local (worker processes on this mac
                                             "actors on RAY_ADDRESS's cluster, or a local Ray instance).")]
 Tasks = Annotated[Path | None, typer.Option(help="Task set folder with index/<split>.jsonl (default: the prepared "
                                                 "ALFWorld sets).")]
+
+
+def _choose(split: str, tasks: Path | None, games: int | None, seed: int, samples: int,
+            samples_flag: str = "--samples") -> list[TaskSpec]:
+    """The games to play; an empty selection is refused (nothing would be played or summarised)."""
+    from duomem.envs.alfworld_data import load_tasks
+    from duomem.eval.runner import select_games
+
+    if games is not None and games < 1:
+        raise ConfigError(f"--games must be at least 1 (got {games}); leave it out to play every game")
+    if samples < 1:
+        raise ConfigError(f"{samples_flag} must be at least 1 (got {samples})")
+    chosen = select_games(load_tasks(split, tasks), games, seed)
+    if not chosen:
+        raise ConfigError(f"split {split!r} has no games to play")
+    return chosen
 
 
 def _spec(**kw) -> RolloutSpec:
@@ -75,21 +92,21 @@ def eval_command(
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Evaluate a policy; resumable (rerun the same command to continue)."""
-    from duomem.envs.alfworld_data import load_tasks
-    from duomem.eval.runner import run_rollouts, select_games
+    from duomem.eval.runner import run_rollouts
+    from duomem.eval.summary import pct_ci
 
     spec = _spec(policy=policy, model=model, max_steps=max_steps, adapter=adapter, memory=memory, top_k=top_k,
                  retrieval=retrieval, shots=shots, history_window=history_window, backend=backend, device=device,
                  threads=threads, seed=seed, temperature=temperature, batch=batch,
                  expert_fix=expert_fix if policy == "expert" else None)
+    chosen = _choose(split, tasks, games, seed, samples)
     _export_adapter(spec)
-    chosen = select_games(load_tasks(split, tasks), games, seed)
     name = name or _default_name(spec, split, games)
     out = out or Path("runs") / "eval" / name
     result = run_rollouts(spec, chosen, out, name=name, workers=workers, samples=samples, show_progress=progress,
                           executor=executor)
     s = result.summary
-    console.print(f"{name}: {s['n_won']}/{s['n_episodes']} won ({100 * s['success_rate']:.1f}%), "
+    console.print(f"{name}: {s['n_won']}/{s['n_episodes']} won ({pct_ci(s)} %, 95% interval), "
                   f"{s['wall_s_per_episode']:.1f} s/episode; records and summary in {out}")
 
 
@@ -122,11 +139,9 @@ def collect_command(
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Run a policy over (train) tasks and keep its trajectories (``trajectories.jsonl``), resumable."""
-    from duomem.envs.alfworld_data import load_tasks
     from duomem.eval.collect import collect, diverse
-    from duomem.eval.runner import select_games
 
-    chosen = select_games(load_tasks(split, tasks), games, seed)
+    chosen = _choose(split, tasks, games, seed, samples_per_task, "--samples-per-task")
     who = model.split("/")[-1].removesuffix(".gguf") if model else policy
     out = out or Path("runs") / "collect" / f"{who}-{split}-n{len(chosen)}-s{samples_per_task}"
     spec = _spec(policy=policy, model=model, max_steps=max_steps, shots=shots, threads=threads, seed=seed)

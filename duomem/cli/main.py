@@ -16,7 +16,7 @@ console = Console(stderr=True)
 
 
 def _register() -> None:
-    from duomem.cli import data, distill, eval_cmd, memory, models, pipeline
+    from duomem.cli import data, distill, eval_cmd, memory, models, pipeline, report
 
     app.add_typer(data.app, name="data", help="Prepare ALFWorld task sets or generate new ones.")
     app.add_typer(models.app, name="models", help="List and check the packaged models.")
@@ -24,6 +24,7 @@ def _register() -> None:
     app.add_typer(distill.app, name="distill", help="LoRA distillation: SFT data, training, export.")
     app.command("eval")(eval_cmd.eval_command)
     app.command("collect")(eval_cmd.collect_command)
+    app.command("report")(report.report_command)
     for command in ("run_command", "demo_command"):
         if hasattr(pipeline, command):
             app.command(command.removesuffix("_command"))(getattr(pipeline, command))

@@ -9,6 +9,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from duomem.cli.report import print_report
+
 console = Console()
 
 
@@ -31,7 +33,8 @@ def run_command(
     cfg = load_config(config, set_ or [])
     report, executed = run_pipeline(cfg, console, show_progress=progress, until=until, report_only=report_only)
     if report:
-        console.print(f"report: {report} ({len(executed)} stages did work)")
+        console.print(f"{len(executed)} stages did work")
+        print_report(console, report)
 
 
 def demo_command(
@@ -41,7 +44,7 @@ def demo_command(
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """The embedded default: DuoMem end to end on generated games with packaged models, offline (about 10
-    minutes on 2 CPU cores). Prints where the report is."""
+    minutes on 2 CPU cores). Prints the report's tables and where it is."""
     from duomem.pipeline.config import load_config
     from duomem.pipeline.run import run_pipeline
 
@@ -52,5 +55,5 @@ def demo_command(
     with resources.as_file(resources.files("duomem.pipeline").joinpath("configs", name)) as path:
         cfg = load_config(path, overrides)
     report, _ = run_pipeline(cfg, console, show_progress=progress)
-    console.print(f"[bold]report:[/bold] {report}")
-    console.print(Path(report).read_text(), highlight=False, markup=False)
+    if report:
+        print_report(console, report)

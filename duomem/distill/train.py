@@ -7,10 +7,15 @@ from the last one. The result is a standard peft adapter folder plus ``training.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import platform
+import re
 import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +53,25 @@ class LoraConfig(BaseModel):
     @property
     def lora_alpha(self) -> int:
         return self.alpha or 2 * self.rank
+
+
+LIBRARY_NOISE = (
+    (FutureWarning, "`is_gradient_checkpointing` is deprecated"),
+    # peft reads a property that transformers 5 renamed
+    (UserWarning, "Could not find a config file in"),
+    # peft, saving the adapter (and each checkpoint), looks for the base model's config.json to see whether the
+    # vocabulary changed; a packaged GGUF has none beside it, and LoRA on the projections leaves the vocabulary alone
+)
+"""Library warnings a user cannot act on: (category, start of the message), silenced exactly these, only while
+training."""
+
+
+@contextmanager
+def _quiet_libraries() -> Iterator[None]:
+    with warnings.catch_warnings():
+        for category, message in LIBRARY_NOISE:
+            warnings.filterwarnings("ignore", message=re.escape(message), category=category)
+        yield
 
 
 def _data_hash(path: Path) -> str:
@@ -135,12 +159,16 @@ def train_lora(model_name: str, data: Path, out: Path, config: LoraConfig, devic
 
     peft_config = PeftLoraConfig(r=config.rank, lora_alpha=config.lora_alpha, lora_dropout=config.dropout,
                                  target_modules=list(config.targets), task_type="CAUSAL_LM", bias="none")
-    model = get_peft_model(bundle.model, peft_config)
+    with _quiet_libraries():
+        model = get_peft_model(bundle.model, peft_config)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     if config.gradient_checkpointing:
         model.enable_input_require_grads()
     cuda = device.startswith("cuda")
+    # transformers 5 renamed gradient_checkpointing (the old name warns); older versions know only the old one
+    known = {f.name for f in dataclasses.fields(TrainingArguments)}
+    checkpointing = "activation_checkpointing" if "activation_checkpointing" in known else "gradient_checkpointing"
     args = TrainingArguments(
         output_dir=str(out / "checkpoints"), per_device_train_batch_size=config.batch_size,
         gradient_accumulation_steps=config.grad_accum, num_train_epochs=config.epochs,
@@ -148,17 +176,17 @@ def train_lora(model_name: str, data: Path, out: Path, config: LoraConfig, devic
         warmup_steps=config.warmup_ratio, logging_steps=1, save_steps=config.save_steps, save_total_limit=2,
         report_to=[], seed=config.seed, data_seed=config.seed, bf16=cuda and torch.cuda.is_bf16_supported(),
         use_cpu=not cuda, dataloader_num_workers=0, remove_unused_columns=False,
-        gradient_checkpointing=config.gradient_checkpointing, disable_tqdm=False,
-        ddp_find_unused_parameters=False,
+        disable_tqdm=False, ddp_find_unused_parameters=False, **{checkpointing: config.gradient_checkpointing},
     )
     trainer = Trainer(model=model, args=args, train_dataset=_ExamplesDataset(rows),
                       data_collator=_collate(bundle.tokenizer.pad_token_id))
     last = get_last_checkpoint(str(out / "checkpoints")) if (out / "checkpoints").is_dir() else None
     start = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=last)
-    wall = time.perf_counter() - start
-    if trainer.is_world_process_zero():
-        model.save_pretrained(str(out))
+    with _quiet_libraries():
+        result = trainer.train(resume_from_checkpoint=last)
+        wall = time.perf_counter() - start
+        if trainer.is_world_process_zero():
+            model.save_pretrained(str(out))
     steps_done = trainer.state.global_step
     losses = [{"step": h["step"], "loss": round(h["loss"], 5)} for h in trainer.state.log_history if "loss" in h]
     epochs_run = float(result.metrics.get("epoch", config.epochs))

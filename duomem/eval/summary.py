@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 from duomem.envs.base import TASK_TYPES
 from duomem.eval.records import EpisodeRecord
+from duomem.eval.stats import wilson
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -31,16 +32,28 @@ def _throughput(records: Sequence[EpisodeRecord]) -> float | None:
     return len(timed) / elapsed * 3600 if elapsed > 0 else None
 
 
+def outcomes(records: Sequence[EpisodeRecord]) -> dict[str, bool]:
+    """Won or lost per episode, keyed by game id (``game_id#sample`` for samples after the first): what paired
+    comparisons between rows read."""
+    return {r.game_id if r.sample == 0 else f"{r.game_id}#{r.sample}": r.won for r in records}
+
+
+def rate(won: int, n: int) -> dict:
+    """``{"n", "n_won", "success_rate", "success_ci95"}``: a success rate with its 95% Wilson interval."""
+    return {"n": n, "n_won": won, "success_rate": won / n if n else 0.0, "success_ci95": list(wilson(won, n))}
+
+
 def summarize(records: Sequence[EpisodeRecord], name: str, policy: str, model: str | None, split: str,
               extra: dict | None = None) -> dict:
-    """``{"name", "policy", "model", "split", "n_episodes", "success_rate", "per_type", "mean_steps",
-    "invalid_action_rate", "wall_s_per_episode", "peak_rss_mb"}`` plus details."""
+    """``{"name", "policy", "model", "split", "n_episodes", "success_rate", "success_ci95", "per_type",
+    "mean_steps", "invalid_action_rate", "wall_s_per_episode", "peak_rss_mb"}`` plus details; ``per_type`` gives
+    each task type's :func:`rate`, ``outcomes`` each game's result."""
     n = len(records)
     per_type = {}
     for t in TASK_TYPES:
         rs = [r for r in records if r.task_type == t]
         if rs:
-            per_type[t] = {"n": len(rs), "success_rate": _mean([float(r.won) for r in rs])}
+            per_type[t] = rate(sum(r.won for r in rs), len(rs))
     actions = sum(r.steps - r.thinks for r in records)
     llm_s = sum(r.llm_s for r in records)
     completion = sum(r.completion_tokens for r in records)
@@ -52,6 +65,7 @@ def summarize(records: Sequence[EpisodeRecord], name: str, policy: str, model: s
         "split": split,
         "n_episodes": n,
         "success_rate": _mean([float(r.won) for r in records]),
+        "success_ci95": list(wilson(sum(r.won for r in records), n)),
         "per_type": per_type,
         "mean_steps": _mean([r.steps for r in records]),
         "invalid_action_rate": sum(r.invalid_actions for r in records) / actions if actions else 0.0,
@@ -73,23 +87,44 @@ def summarize(records: Sequence[EpisodeRecord], name: str, policy: str, model: s
         "host": {"machine": platform.machine(), "python": platform.python_version(),
                  "processor": platform.processor() or platform.machine()},
         "date": datetime.now(UTC).strftime("%Y-%m-%d"),
+        "outcomes": outcomes(records),
     }
     summary.update(extra or {})
     return summary
 
 
-def _pct(x: float) -> str:
-    return f"{100 * x:.1f}"
+def pct(x: float | None) -> str:
+    """A rate as a percentage with one decimal ("-" for none)."""
+    return "-" if x is None else f"{100 * x:.1f}"
+
+
+def interval(entry: dict) -> tuple[float, float]:
+    """The 95% Wilson interval of a summary or a ``per_type`` entry (computed from its counts where an older
+    summary does not store it)."""
+    if "success_ci95" in entry:
+        low, high = entry["success_ci95"]
+        return low, high
+    n = entry.get("n", entry.get("n_episodes", 0))
+    return wilson(entry.get("n_won", round(entry["success_rate"] * n)), n)
+
+
+def pct_ci(entry: dict | None) -> str:
+    """``23.1 [16.8, 30.9]``: a success rate and its 95% interval, in percent ("-" for none)."""
+    if entry is None:
+        return "-"
+    low, high = interval(entry)
+    return f"{pct(entry['success_rate'])} [{pct(low)}, {pct(high)}]"
 
 
 def summary_markdown(summary: dict) -> str:
-    """The summary as a Markdown table (overall and per task type)."""
+    """The summary as a Markdown table (overall and per task type, success rates with 95% Wilson intervals)."""
     types = [t for t in TASK_TYPES if t in summary["per_type"]]
-    head = "| run | n | success % | " + " | ".join(types) + " | mean steps | invalid % | s/episode | peak RSS MB |"
+    head = ("| run | n | success % [95% CI] | " + " | ".join(f"{t} (n)" for t in types)
+            + " | mean steps | invalid % | s/episode | peak RSS MB |")
     sep = "|" + "---|" * (8 + len(types) - 1)
-    cells = [f"{_pct(summary['per_type'][t]['success_rate'])} ({summary['per_type'][t]['n']})" for t in types]
-    row = (f"| {summary['name']} | {summary['n_episodes']} | {_pct(summary['success_rate'])} | " + " | ".join(cells) +
-           f" | {summary['mean_steps']:.1f} | {_pct(summary['invalid_action_rate'])} | "
+    cells = [f"{pct_ci(summary['per_type'][t])} ({summary['per_type'][t]['n']})" for t in types]
+    row = (f"| {summary['name']} | {summary['n_episodes']} | {pct_ci(summary)} | " + " | ".join(cells) +
+           f" | {summary['mean_steps']:.1f} | {pct(summary['invalid_action_rate'])} | "
            f"{summary['wall_s_per_episode']:.1f} | {summary['peak_rss_mb']:.0f} |")
     lines = [f"# {summary['name']}", "",
              f"policy `{summary['policy']}`, model `{summary['model']}`, split `{summary['split']}`, "
@@ -99,6 +134,6 @@ def summary_markdown(summary: dict) -> str:
         lines += ["", f"Raw llama.cpp decode: {speed['decode_tokens_per_s']:.1f} tokens/s, prompt "
                       f"{speed['prompt_tokens_per_s']:.1f} tokens/s; in the agent loop: "
                       f"{summary['tokens']['completion_tokens_per_llm_s']:.1f} completion tokens per second of "
-                      f"model time; model time is {_pct(summary['time_split']['llm_s'] / max(1e-9, summary['time_split']['wall_s']))}% "
+                      f"model time; model time is {pct(summary['time_split']['llm_s'] / max(1e-9, summary['time_split']['wall_s']))}% "
                       "of wall time."]
     return "\n".join(lines) + "\n"
