@@ -85,7 +85,7 @@ def build_dataset(trajectories: Path, out: Path, shots: int = 2, memory: str | N
     shown = fewshot_game_ids(shots)
     leaked = sorted({t.game_id for t in chosen if t.game_id in shown})
     if leaked:
-        raise DataError(f"{len(leaked)} training trajectorie(s) are of few-shot example games (first: {leaked[0]}): "
+        raise DataError(f"{len(leaked)} training trajectory(ies) are of few-shot example games (first: {leaked[0]}): "
                         "their prompts would show their own solution; leave these games out of the collection "
                         "(or rebuild duomem/agent/fewshot.json with scripts/build_fewshot.py)")
     retriever = None

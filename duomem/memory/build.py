@@ -12,7 +12,7 @@ from duomem.llm.base import ChatModel
 from duomem.memory.bank import MemoryBank
 from duomem.memory.embed import DEFAULT_EMBEDDER, load_embedder, neural_retrieval_available
 from duomem.memory.entry import MEMORY_FORMATS, MemoryEntry, MemoryFormat
-from duomem.memory.writer import PLAN_WRITER, MemoryWriter, PlanWriter, memory_id
+from duomem.memory.writer import PLAN_WRITER, WRITER_PROMPT_VERSION, MemoryWriter, PlanWriter, memory_id
 
 WRITTEN = "written.jsonl"
 COPY_POLICIES: tuple[str, ...] = ("strip", "reject")
@@ -125,5 +125,6 @@ def build_bank(trajectories: Path, out: Path, writer: ChatModel | str | None, fm
     return MemoryBank.create(out, entries, emb, fmt, extra={
         "source_file": str(trajectories), "include_failures": include_failures, "per_game": per_game,
         "copy_policy": copy_policy,
+        "writer_prompt": WRITER_PROMPT_VERSION if writer is not None and not isinstance(writer, str) else None,
         "writer_copies": {"memories": len(copies), "lines_removed": sum(e.copied_lines for e in copies),
                           "rejected": len(rejected)}})

@@ -40,6 +40,8 @@ What the robot did (command, then what the game answered):
 Write only the numbered steps."""
 
 FAILURE_HINT = " The robot failed: also say what it should have done differently."
+WRITER_PROMPT_VERSION = hashlib.sha256((WRITER_SYSTEM + WRITER_PROMPT + FAILURE_HINT).encode()).hexdigest()[:12]
+"""Changes whenever the writer prompt does: put it in the key of anything cached that an LLM writer made."""
 MAX_STEPS_SHOWN = 30
 MAX_OBS_CHARS = 100
 
