@@ -92,10 +92,10 @@ def build_dataset(trajectories: Path, out: Path, shots: int = 2, memory: str | N
     if memory and top_k > 0:
         from duomem.memory.bank import MemoryBank
 
-        retriever = MemoryBank.load(memory).retriever(top_k, retrieval, memory_format,  # type: ignore[arg-type]
-                                                      exclude)  # type: ignore[arg-type]
-    dropped = dropped_trajectories([t.trajectory_id for t in chosen], memory_dropout, dropout_seed) \
-        if retriever else set()
+        retriever = MemoryBank.load(memory).retriever(top_k, retrieval, memory_format, exclude)  # type: ignore[arg-type]
+    dropped = dropped_trajectories([t.trajectory_id for t in chosen], memory_dropout, dropout_seed)
+    if retriever is None:
+        dropped = set()
     lines = []
     for traj in chosen:
         no_memory = retriever is None or traj.trajectory_id in dropped

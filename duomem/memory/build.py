@@ -110,8 +110,8 @@ def build_bank(trajectories: Path, out: Path, writer: ChatModel | str | None, fm
     written = [done[memory_id(t)] for t in selected]
     copies = [e for e in written if e.copied_lines]
     rejected = {e.id for e in copies if copy_policy == "reject"}
-    if fmt != "trajectory":
-        rejected |= {e.id for e in written if not e.script.strip() and (fmt == "script" or e.copied_lines)}
+    if fmt != "trajectory":  # nothing left of the script once the copied lines are gone
+        rejected |= {e.id for e in copies if not e.script.strip()}
     entries = dedupe([e for e in written if e.id not in rejected])
     if not entries:
         raise DataError(f"every memory written from {trajectories} was rejected ({len(copies)} copied the writer "

@@ -114,11 +114,12 @@ def remove_copies(script: str, sentences: list[str]) -> tuple[str, int]:
 
 
 def parse_script(text: str, max_lines: int = 8) -> str:
-    """Numbered steps from the writer's answer, instance numbers removed; falls back to the non-empty lines."""
+    """Numbered steps from the writer's answer, instance numbers removed, a step repeated word for word kept
+    once (small writers loop); falls back to the non-empty lines."""
     lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
     numbered = [re.sub(r"^\s*(\d+)[.)]\s*", "", ln) for ln in lines if re.match(r"^\s*\d+[.)]", ln)]
-    chosen = (numbered or lines)[:max_lines]
-    return "\n".join(f"{i + 1}. {generalise_names(ln)}" for i, ln in enumerate(chosen))
+    chosen = list(dict.fromkeys(generalise_names(ln) for ln in (numbered or lines)))[:max_lines]
+    return "\n".join(f"{i + 1}. {ln}" for i, ln in enumerate(chosen))
 
 
 def memory_id(traj: Trajectory) -> str:
