@@ -28,10 +28,18 @@ OMITTED = "[{n} earlier turns omitted]"
 TURN_END = "\n>"
 
 
-@lru_cache(maxsize=1)
-def fewshot_examples() -> dict[str, list[Trajectory]]:
-    """The project's few-shot examples, two per task type (``duomem/agent/fewshot.json``)."""
-    raw = json.loads(resources.files("duomem.agent").joinpath("fewshot.json").read_text())
+FEWSHOT_SETS = {"train": "fewshot_train.json", "heldout": "fewshot.json"}
+"""The few-shot example sets, two expert demonstrations per task type: ``train`` (ALFWorld train games, the set
+every committed result used; its 12 games are left out of SFT data) and ``heldout`` (generated games on floor
+plans no ALFWorld split uses, ``scripts/build_fewshot.py``)."""
+
+
+@lru_cache(maxsize=4)
+def fewshot_examples(fewshot: str = "train") -> dict[str, list[Trajectory]]:
+    """The few-shot examples of the set ``fewshot`` (see :data:`FEWSHOT_SETS`), by task type."""
+    if fewshot not in FEWSHOT_SETS:
+        raise ValueError(f"unknown few-shot set {fewshot!r}; use {' or '.join(FEWSHOT_SETS)}")
+    raw = json.loads(resources.files("duomem.agent").joinpath(FEWSHOT_SETS[fewshot]).read_text())
     out: dict[str, list[Trajectory]] = {}
     for item in raw:
         traj = Trajectory.model_validate(item)
@@ -55,11 +63,12 @@ def memory_block(memories: Sequence[str]) -> str:
     return f"{MEMORY_OPEN} (use them if they help)\n{body}\n{MEMORY_CLOSE}"
 
 
-def task_prompt(task_type: str, initial_observation: str, shots: int = 2, memories: Sequence[str] = ()) -> str:
+def task_prompt(task_type: str, initial_observation: str, shots: int = 2, memories: Sequence[str] = (),
+                fewshot: str = "train") -> str:
     """The first user turn: ``shots`` solved examples of ``task_type`` as transcripts, the retrieved memories,
     then the new task. Small models follow this transcript form far better than examples in a system turn."""
     parts = []
-    examples = fewshot_examples().get(task_type, [])[:shots]
+    examples = fewshot_examples(fewshot).get(task_type, [])[:shots]
     if examples:
         parts.append(f"Here {'is a solved task' if len(examples) == 1 else f'are {len(examples)} solved tasks'} "
                      "of the same kind.")

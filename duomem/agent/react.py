@@ -37,7 +37,7 @@ class ReActAgent:
 
     def __init__(self, model: ChatModel, shots: int = 2, memory: MemoryRetriever | None = None,
                  history_window: int | None = None, max_new_tokens: int = 64, temperature: float = 0.0,
-                 reserve_tokens: int = 128, max_consecutive_thinks: int = 1) -> None:
+                 reserve_tokens: int = 128, max_consecutive_thinks: int = 1, fewshot: str = "train") -> None:
         self.model = model
         self.model_name = model.name
         self.shots = shots
@@ -47,11 +47,12 @@ class ReActAgent:
         self.temperature = temperature
         self.budget = model.context_length - max_new_tokens - reserve_tokens
         self.max_consecutive_thinks = max_consecutive_thinks
+        self.fewshot = fewshot
 
     def start(self, state: EpisodeState) -> None:
         memories = self.memory.retrieve_for(state.task) if self.memory else []
         state.first_user = task_prompt(state.task.task_type, state.obs.text, self.shots,
-                                       [text for _, text in memories])
+                                       [text for _, text in memories], self.fewshot)
         state.memory_ids = [mid for mid, _ in memories]
 
     def messages(self, state: EpisodeState) -> list[Message]:

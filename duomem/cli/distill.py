@@ -23,13 +23,27 @@ def dataset_command(
     = "similarity",
     history_window: Annotated[int | None, typer.Option(help="Train with the last N turns only (default: full).")] = None,
     model: Annotated[str | None, typer.Option(help="Also count masked/trained tokens with this model's tokenizer.")] = None,
+    exclude: Annotated[str, typer.Option(help="Memories a training example may not retrieve: those of its game, "
+                                              "task (folder) or floor_plan (as at test time, where the rooms "
+                                              "are new).")] = "floor_plan",
+    memory_dropout: Annotated[float, typer.Option(help="Share of trajectories trained without the memory block "
+                                                       "(seeded), so the adapter works with and without "
+                                                       "memories.")] = 0.0,
+    dropout_seed: Annotated[int, typer.Option(help="Seed that picks the trajectories without memories.")] = 0,
+    memory_format: Annotated[str | None, typer.Option(help="script, trajectory, both or abstract (default: the "
+                                                           "bank's format).")] = None,
+    fewshot: Annotated[str, typer.Option(help="Few-shot example set the prompts show: train or heldout (as the "
+                                              "evaluation will use); its games are left out.")] = "train",
 ) -> None:
     """Turn won trajectories into chat examples in the agent's exact prompt format."""
     from duomem.distill.dataset import build_dataset, load_examples
 
     meta = build_dataset(trajectories, out, shots=shots, memory=memory, top_k=top_k, history_window=history_window,
-                         retrieval=retrieval)
-    console.print(f"{meta['examples']} examples from {meta['trajectories']} won trajectories -> {out}")
+                         retrieval=retrieval, exclude=exclude, memory_dropout=memory_dropout,
+                         dropout_seed=dropout_seed, memory_format=memory_format, fewshot=fewshot)
+    console.print(f"{meta['examples']} examples from {meta['trajectories']} won trajectories -> {out}"
+                  + (f" ({meta['trajectories_without_memory']} without memories)"
+                     if 'trajectories_without_memory' in meta else ""))
     if model:
         from duomem.distill.tokenize import tokenize_example
         from duomem.llm.hf import load_hf

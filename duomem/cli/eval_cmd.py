@@ -77,6 +77,11 @@ def eval_command(
                                                       "same_type: top-k among the task type's memories.")]
     = "similarity",
     shots: Annotated[int, typer.Option(help="Few-shot examples of the task's type in the prompt (0-2).")] = 2,
+    fewshot: Annotated[str, typer.Option(help="Few-shot example set: train (ALFWorld train games, the committed "
+                                              "runs) or heldout (generated games on unused floor plans).")]
+    = "train",
+    memory_format: Annotated[str | None, typer.Option(help="How memories are shown: script, trajectory, both or "
+                                                           "abstract (default: the bank's format).")] = None,
     history_window: Annotated[int | None, typer.Option(help="Keep only the last N turns (default: all).")] = None,
     backend: Annotated[str, typer.Option(help="auto, llamacpp, transformers or openai.")] = "auto",
     device: Annotated[str, typer.Option(help="transformers backend device: cpu or cuda.")] = "cpu",
@@ -96,7 +101,8 @@ def eval_command(
     from duomem.eval.summary import pct_ci
 
     spec = _spec(policy=policy, model=model, max_steps=max_steps, adapter=adapter, memory=memory, top_k=top_k,
-                 retrieval=retrieval, shots=shots, history_window=history_window, backend=backend, device=device,
+                 retrieval=retrieval, shots=shots, fewshot=fewshot, memory_format=memory_format,
+                 history_window=history_window, backend=backend, device=device,
                  threads=threads, seed=seed, temperature=temperature, batch=batch,
                  expert_fix=expert_fix if policy == "expert" else None)
     chosen = _choose(split, tasks, games, seed, samples)

@@ -17,34 +17,49 @@ def build_command(
     trajectories: Annotated[Path, typer.Option(help="trajectories.jsonl or demonstrations.jsonl from `duomem collect`.")],
     out: Annotated[Path, typer.Option(help="Bank folder to write.")],
     writer: Annotated[str | None, typer.Option(help="Writer model (teacher: qwen2.5-coder-1.5b; own memory: the "
-                                                    "student). Not needed for --format trajectory.")] = None,
-    format: Annotated[str, typer.Option("--format", help="script, trajectory or both.")] = "both",
+                                                    "student), or `plan`: the expert's own plan as the script, "
+                                                    "no model (an upper bound). Not needed for --format "
+                                                    "trajectory.")] = None,
+    format: Annotated[str, typer.Option("--format", help="How memories are shown by default: script, trajectory, "
+                                                         "both (script + reference actions) or abstract (both, "
+                                                         "abstracted from the room: no instance numbers, places "
+                                                         "named by role).")] = "both",
     include_failures: Annotated[bool, typer.Option(help="Write memories of lost episodes too (self-memory baseline).")] = False,
     per_game: Annotated[int, typer.Option(help="Memories per game at most.")] = 1,
     max_entries: Annotated[int | None, typer.Option(help="Stop after N memories.")] = None,
     embedder: Annotated[str, typer.Option(help="minilm (packaged all-MiniLM-L6-v2), hf:ORG/NAME or bm25.")] = "minilm",
     threads: Annotated[int | None, typer.Option(help="CPU threads for the writer.")] = None,
+    copy_policy: Annotated[str, typer.Option(help="Memories whose script copies the writer prompt: strip (drop "
+                                                  "the copied lines) or reject (leave the memory out).")] = "strip",
 ) -> None:
-    """Write one memory per (selected) trajectory with an LLM writer; resumable; dedupes; embeds for retrieval."""
+    """Write one memory per (selected) trajectory with an LLM or the plan writer; resumable; dedupes; embeds."""
     from rich.progress import Progress
 
     from duomem.errors import ConfigError
     from duomem.llm import load_chat_model
     from duomem.memory.build import build_bank
+    from duomem.memory.entry import MEMORY_FORMATS
+    from duomem.memory.writer import PLAN_WRITER
 
-    if format not in ("script", "trajectory", "both"):
-        raise ConfigError(f"--format must be script, trajectory or both, not {format!r}")
+    if format not in MEMORY_FORMATS:
+        raise ConfigError(f"--format must be one of {', '.join(MEMORY_FORMATS)}, not {format!r}")
     if format != "trajectory" and not writer:
-        raise ConfigError("--writer is required unless --format trajectory")
-    model = load_chat_model(writer, threads=threads) if writer and format != "trajectory" else None
+        raise ConfigError(f"--writer is required unless --format trajectory (a model, or {PLAN_WRITER})")
+    if writer == PLAN_WRITER:
+        model = PLAN_WRITER
+    else:
+        model = load_chat_model(writer, threads=threads) if writer and format != "trajectory" else None
     with Progress(console=console, transient=True) as progress:
         bar = progress.add_task("writing memories", total=None)
         bank = build_bank(trajectories, out, model, fmt=format, include_failures=include_failures,  # type: ignore[arg-type]
-                          per_game=per_game, max_entries=max_entries, embedder=embedder,
+                          per_game=per_game, max_entries=max_entries, embedder=embedder, copy_policy=copy_policy,
                           on_progress=lambda done, total: progress.update(bar, completed=done, total=total))
     m = bank.manifest
+    copies = m.get("writer_copies", {})
     console.print(f"bank {out}: {m['n_entries']} memories, {m['size_bytes'] / 1e6:.2f} MB, retrieval "
-                  f"{m['retrieval']} ({m['embedder'] or 'bm25'}), per type {m['per_type']}")
+                  f"{m['retrieval']} ({m['embedder'] or 'bm25'}), per type {m['per_type']}, "
+                  f"{len(m['source_floor_plans'])} floor plans; {copies.get('memories', 0)} copied the writer "
+                  f"prompt ({copies.get('rejected', 0)} rejected)")
 
 
 @app.command("search")
@@ -54,15 +69,36 @@ def search_command(
     k: Annotated[int, typer.Option("-k", help="How many.")] = 4,
     task_type: Annotated[str | None, typer.Option(help="Only memories of this task type (same_type retrieval).")]
     = None,
+    format: Annotated[str | None, typer.Option("--format", help="script, trajectory, both or abstract "
+                                                                "(default: the bank's).")] = None,
 ) -> None:
     """Print what the agent would retrieve for a task description."""
+    from duomem.errors import ConfigError
     from duomem.memory.bank import MemoryBank
+    from duomem.memory.entry import MEMORY_FORMATS
 
+    if format is not None and format not in MEMORY_FORMATS:
+        raise ConfigError(f"--format must be one of {', '.join(MEMORY_FORMATS)}, not {format!r}")
     b = MemoryBank.load(bank)
-    fmt = b.manifest.get("memory_format", "both")
+    fmt = format or b.manifest.get("memory_format", "both")
     for rank, (entry, score) in enumerate(b.search(query, k, task_type=task_type), start=1):
         console.rule(f"{rank}. {entry.id}  {entry.task_type}  score {score:.3f}")
         console.print(entry.text(fmt), highlight=False)
+
+
+@app.command("overlap")
+def overlap_command(
+    bank: Annotated[Path, typer.Argument(help="Bank folder.")],
+    split: Annotated[str, typer.Option(help="Split of the tasks to compare with.")] = "valid_unseen",
+    tasks: Annotated[Path | None, typer.Option(help="Task set folder (default: the prepared ALFWorld sets).")] = None,
+) -> None:
+    """Games, task folders and floor plans that the bank's memories share with a split (leakage check)."""
+    import json
+
+    from duomem.envs.alfworld_data import load_tasks
+    from duomem.memory.provenance import bank_overlap
+
+    console.print_json(json.dumps(bank_overlap(bank, load_tasks(split, tasks))))
 
 
 @app.command("info")

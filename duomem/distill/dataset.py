@@ -4,19 +4,26 @@ Each won trajectory becomes one multi-turn chat example ``{"messages": [...]}`` 
 the first turn the agent would see (few-shot examples, retrieved memories, the task), then the trajectory's
 commands/thoughts (assistant) and the game's answers (user). Training puts the loss on assistant turns only.
 With a history window, each assistant turn becomes its own example with the windowed history the agent would see.
+
+Retrieval for training prompts looks like retrieval at test time: a test game's room is never a source of the
+bank, so a training example retrieves no memory of its own task folder or floor plan (``exclude="floor_plan"``).
+With ``memory_dropout`` a seeded share of the trajectories is built without the memory block, so one adapter
+works with and without memories. A trajectory of a few-shot example game is refused (its prompt would hold its
+own answer).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import random
 from collections import Counter
 from pathlib import Path
 
-from duomem.agent.prompts import conversation, fit_history, task_prompt
+from duomem.agent.prompts import conversation, fewshot_examples, fit_history, task_prompt
 from duomem.agent.trajectory import Trajectory
 from duomem.envs.base import TaskSpec
-from duomem.errors import DataError
+from duomem.errors import ConfigError, DataError
 from duomem.jsonl import atomic_write_json, atomic_write_text
 from duomem.memory.build import load_trajectories
 
@@ -30,9 +37,9 @@ def _task_of(traj: Trajectory) -> TaskSpec:
 
 
 def trajectory_examples(traj: Trajectory, shots: int, memories: list[tuple[str, str]],
-                        history_window: int | None = None) -> list[list[dict]]:
+                        history_window: int | None = None, fewshot: str = "train") -> list[list[dict]]:
     """The chat examples for one trajectory (one, or one per assistant turn with a history window)."""
-    first = task_prompt(traj.task_type, traj.initial_observation, shots, [text for _, text in memories])
+    first = task_prompt(traj.task_type, traj.initial_observation, shots, [text for _, text in memories], fewshot)
     messages = conversation(first, traj.steps)[:-1]  # the game's answer to the last command is not needed
     if history_window is None:
         return [messages]
@@ -44,25 +51,58 @@ def trajectory_examples(traj: Trajectory, shots: int, memories: list[tuple[str, 
     return examples
 
 
+def dropped_trajectories(trajectory_ids: list[str], share: float, seed: int = 0) -> set[str]:
+    """The ids of ``round(share * n)`` of the ``n`` distinct ``trajectory_ids``, drawn with ``seed``: the same
+    set for the same ids and seed, whatever their order."""
+    if not 0.0 <= share <= 1.0:
+        raise ConfigError(f"memory dropout must be between 0 and 1, not {share}")
+    ids = sorted(set(trajectory_ids))
+    n = round(share * len(ids))
+    return set(random.Random(f"duomem-memory-dropout:{seed}").sample(ids, n)) if n else set()
+
+
+def fewshot_game_ids(shots: int, fewshot: str = "train") -> set[str]:
+    """The games shown as few-shot examples (all of them when ``shots`` > 0)."""
+    if shots <= 0:
+        return set()
+    return {t.game_id for examples in fewshot_examples(fewshot).values() for t in examples}
+
+
 def build_dataset(trajectories: Path, out: Path, shots: int = 2, memory: str | None = None, top_k: int = 2,
                   history_window: int | None = None, only_won: bool = True,
-                  retrieval: str = "similarity") -> dict:
-    """Write ``train.jsonl`` and ``dataset.json`` (counts, hash, provenance) into ``out``."""
+                  retrieval: str = "similarity", exclude: str = "floor_plan", memory_dropout: float = 0.0,
+                  dropout_seed: int = 0, memory_format: str | None = None, fewshot: str = "train") -> dict:
+    """Write ``train.jsonl`` and ``dataset.json`` (counts, hash, provenance) into ``out``.
+
+    ``exclude`` (``game``, ``task`` or ``floor_plan``, see :data:`duomem.memory.bank.EXCLUSIONS`) is what a
+    training example may not retrieve; ``memory_dropout`` the share of trajectories whose examples have no memory
+    block (drawn with ``dropout_seed``); ``memory_format`` how memories are shown (default: the bank's format).
+    Trajectories of the games the prompt shows as few-shot examples (set ``fewshot``, when ``shots`` > 0) are
+    left out: their prompts would show their own solution (counted as ``left_out_fewshot``)."""
     trajs = load_trajectories(trajectories)
-    chosen = [t for t in trajs if t.won or not only_won]
+    shown = fewshot_game_ids(shots, fewshot)
+    left_out = sorted({t.game_id for t in trajs if t.game_id in shown})
+    chosen = [t for t in trajs if (t.won or not only_won) and t.game_id not in shown]
     if not chosen:
         raise DataError(f"{trajectories} holds no won trajectories to learn from")
     retriever = None
     if memory and top_k > 0:
         from duomem.memory.bank import MemoryBank
 
-        retriever = MemoryBank.load(memory).retriever(top_k, retrieval)  # type: ignore[arg-type]
+        retriever = MemoryBank.load(memory).retriever(top_k, retrieval, memory_format, exclude)  # type: ignore[arg-type]
+    dropped = dropped_trajectories([t.trajectory_id for t in chosen], memory_dropout, dropout_seed)
+    if retriever is None:
+        dropped = set()
     lines = []
     for traj in chosen:
-        memories = retriever.retrieve_for(_task_of(traj)) if retriever else []
-        for messages in trajectory_examples(traj, shots, memories, history_window):
-            lines.append(json.dumps({"messages": messages, "game_id": traj.game_id, "task_type": traj.task_type,
-                                     "memory_ids": [mid for mid, _ in memories]}))
+        no_memory = retriever is None or traj.trajectory_id in dropped
+        memories = [] if no_memory else retriever.retrieve_for(_task_of(traj))  # type: ignore[union-attr]
+        for messages in trajectory_examples(traj, shots, memories, history_window, fewshot):
+            row = {"messages": messages, "game_id": traj.game_id, "task_type": traj.task_type,
+                   "memory_ids": [mid for mid, _ in memories]}
+            if retriever:
+                row["memory_dropped"] = traj.trajectory_id in dropped
+            lines.append(json.dumps(row))
     text = "".join(line + "\n" for line in lines)
     out = Path(out)
     atomic_write_text(out / TRAIN_FILE, text)
@@ -74,12 +114,17 @@ def build_dataset(trajectories: Path, out: Path, shots: int = 2, memory: str | N
         "source_policies": sorted({t.policy for t in chosen}),
         "source_models": sorted({t.model for t in chosen if t.model}),
         "shots": shots,
+        "fewshot": fewshot,
+        "left_out_fewshot": len(left_out),
         "memory": memory,
         "top_k": top_k if memory else 0,
         "retrieval": retrieval if memory else None,
         "history_window": history_window,
         "sha256": hashlib.sha256(text.encode()).hexdigest(),
     }
+    if retriever:
+        meta.update({"exclude": exclude, "memory_format": retriever.fmt, "memory_dropout": memory_dropout,
+                     "dropout_seed": dropout_seed, "trajectories_without_memory": len(dropped)})
     atomic_write_json(out / META_FILE, meta)
     return meta
 

@@ -39,9 +39,10 @@ def build_policy(spec: RolloutSpec) -> Policy:
     if spec.memory and spec.top_k > 0:
         from duomem.memory.bank import MemoryBank
 
-        memory = MemoryBank.load(spec.memory).retriever(top_k=spec.top_k, retrieval=spec.retrieval)
+        memory = MemoryBank.load(spec.memory).retriever(top_k=spec.top_k, retrieval=spec.retrieval,
+                                                        memory_format=spec.memory_format)
     return ReActAgent(model, shots=spec.shots, memory=memory, history_window=spec.history_window,
-                      max_new_tokens=spec.max_new_tokens, temperature=spec.temperature)
+                      max_new_tokens=spec.max_new_tokens, temperature=spec.temperature, fewshot=spec.fewshot)
 
 
 @dataclass

@@ -33,6 +33,10 @@ class RolloutSpec(BaseModel):
     retrieval: Retrieval = "similarity"
     """``similarity``: top-k over all memories (the paper); ``same_type``: top-k among the task type's memories."""
     shots: int = Field(2, ge=0, le=2)
+    fewshot: Literal["train", "heldout"] = "train"
+    """Which few-shot examples the prompt shows (see ``duomem.agent.prompts.FEWSHOT_SETS``)."""
+    memory_format: Literal["script", "trajectory", "both", "abstract"] | None = None
+    """How retrieved memories are shown (None: the bank's own format)."""
     history_window: int | None = Field(None, ge=1)
     max_steps: int = Field(MAX_STEPS, ge=1, le=500)
     max_new_tokens: int = Field(64, ge=4, le=1024)
@@ -95,5 +99,5 @@ class RolloutSpec(BaseModel):
         return hashlib.sha256(json.dumps(self.key_fields(), sort_keys=True).encode()).hexdigest()[:16]
 
 
-_LATER_FIELDS = {"retrieval": "similarity", "batch": 1, "batch_tokens": 393216, "request_timeout": 120.0,
+_LATER_FIELDS = {"retrieval": "similarity", "fewshot": "train", "memory_format": None, "batch": 1, "batch_tokens": 393216, "request_timeout": 120.0,
                  "request_retries": 5, "request_concurrency": 8}

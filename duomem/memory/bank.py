@@ -1,5 +1,6 @@
 """A memory bank: a folder with ``memories.jsonl``, ``embeddings.npy`` and ``manifest.json``; top-k retrieval by
-similarity of task descriptions, never returning memories of the episode's own game."""
+similarity of task descriptions, never returning memories of the episode's own game (and, when building training
+prompts, none of the same task or floor plan)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from duomem.envs.base import TaskSpec
 from duomem.errors import ConfigError, DataError
 from duomem.jsonl import atomic_write_json, atomic_write_text, read_jsonl
 from duomem.memory.embed import BM25Index, Embedder, load_embedder
-from duomem.memory.entry import MemoryEntry, MemoryFormat
+from duomem.memory.entry import MEMORY_FORMATS, MemoryEntry, MemoryFormat
+from duomem.memory.provenance import floor_plan_of, provenance, task_folder_of
 
 MEMORIES = "memories.jsonl"
 EMBEDDINGS = "embeddings.npy"
@@ -23,6 +25,14 @@ MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
 Retrieval = Literal["similarity", "same_type"]
 RETRIEVALS: tuple[str, ...] = ("similarity", "same_type")
+"""``similarity``: top-k over the whole bank by similarity of task descriptions (the DuoMem paper).
+``same_type``: the same similarity ranking restricted to memories of the task's type (type-filtered similarity;
+the whole bank when it has no memory of that type)."""
+Exclusion = Literal["game", "task", "floor_plan"]
+EXCLUSIONS: tuple[str, ...] = ("game", "task", "floor_plan")
+"""Which memories a task may not retrieve, each level including the one before: ``game`` (memories made from the
+task's own game: the evaluation default), ``task`` (from any trial of the same task folder), ``floor_plan``
+(from any game in the same room: what SFT prompts use, since test games are in rooms the bank never saw)."""
 
 
 def bank_size_bytes(path: Path) -> int:
@@ -67,6 +77,7 @@ class MemoryBank:
             "per_type": {t: sum(e.task_type == t for e in entries) for t in sorted({e.task_type for e in entries})},
             "writer_tokens": {"prompt": sum(e.prompt_tokens for e in entries),
                               "completion": sum(e.completion_tokens for e in entries)},
+            **provenance(g for e in entries for g in e.source_game_ids),
             **(extra or {}),
         }
         atomic_write_json(path / MANIFEST, manifest)
@@ -109,28 +120,36 @@ class MemoryBank:
         return index.scores
 
     def search(self, query: str, k: int, exclude_game: str | None = None, scorer=None,
-               task_type: str | None = None) -> list[tuple[MemoryEntry, float]]:
+               task_type: str | None = None, exclude: Exclusion = "game") -> list[tuple[MemoryEntry, float]]:
         """The ``k`` memories whose task descriptions are most similar to ``query``, best first (ties: bank
-        order), leaving out memories made from ``exclude_game``; with ``task_type``, only memories of that type
-        (all of them when the bank has none of that type)."""
+        order), leaving out memories made from ``exclude_game`` (with ``exclude`` = ``task`` or ``floor_plan``,
+        also those made from any game of its task folder or floor plan); with ``task_type``, only memories of
+        that type (all of them when the bank has none of that type)."""
         if not self.entries or k <= 0:
             return []
+        if exclude not in EXCLUSIONS:
+            raise ConfigError(f"unknown exclusion {exclude!r}; use {', '.join(EXCLUSIONS)}")
         scores = (scorer or self._scorer())(query)
         order = sorted(range(len(self.entries)), key=lambda i: (-float(scores[i]), i))
         if task_type and any(e.task_type == task_type for e in self.entries):
             order = [i for i in order if self.entries[i].task_type == task_type]
+        folder = task_folder_of(exclude_game) if exclude_game and exclude in ("task", "floor_plan") else None
+        plan = floor_plan_of(exclude_game) if exclude_game and exclude == "floor_plan" else None
         out = []
         for i in order:
             entry = self.entries[i]
             if exclude_game and exclude_game in entry.source_game_ids:
+                continue
+            if (folder and folder in entry.source_task_folders) or (plan and plan in entry.source_floor_plans):
                 continue
             out.append((entry, float(scores[i])))
             if len(out) == k:
                 break
         return out
 
-    def retriever(self, top_k: int, retrieval: Retrieval = "similarity") -> BankRetriever:
-        return BankRetriever(self, top_k, retrieval)
+    def retriever(self, top_k: int, retrieval: Retrieval = "similarity", memory_format: MemoryFormat | None = None,
+                  exclude: Exclusion = "game") -> BankRetriever:
+        return BankRetriever(self, top_k, retrieval, memory_format, exclude)
 
 
 class BankRetriever:
@@ -138,18 +157,28 @@ class BankRetriever:
 
     ``similarity`` ranks all memories by task-description similarity (the DuoMem paper's retrieval);
     ``same_type`` ranks only memories of the task's type (ALFWorld's goal templates fix the type), so that a
-    "put two mugs in the desk" memory is never retrieved for "examine the mug with the desklamp"."""
+    "put two mugs in the desk" memory is never retrieved for "examine the mug with the desklamp".
+    ``memory_format`` is how the memories are shown (:data:`~duomem.memory.entry.MEMORY_FORMATS`; default: the
+    format the bank was built with, ``both`` for a DuoMem bank). ``exclude`` widens the leakage guard to the
+    task's task folder or floor plan (:data:`EXCLUSIONS`; training prompts use ``floor_plan``)."""
 
-    def __init__(self, bank: MemoryBank, top_k: int, retrieval: Retrieval = "similarity") -> None:
+    def __init__(self, bank: MemoryBank, top_k: int, retrieval: Retrieval = "similarity",
+                 memory_format: MemoryFormat | None = None, exclude: Exclusion = "game") -> None:
         if retrieval not in RETRIEVALS:
             raise ConfigError(f"unknown retrieval {retrieval!r}; use {' or '.join(RETRIEVALS)}")
+        if memory_format is not None and memory_format not in MEMORY_FORMATS:
+            raise ConfigError(f"unknown memory format {memory_format!r}; use {', '.join(MEMORY_FORMATS)}")
+        if exclude not in EXCLUSIONS:
+            raise ConfigError(f"unknown exclusion {exclude!r}; use {', '.join(EXCLUSIONS)}")
         self.bank = bank
         self.top_k = top_k
         self.retrieval = retrieval
-        self.fmt: MemoryFormat = bank.manifest.get("memory_format", "both")
+        self.exclude: Exclusion = exclude
+        self.fmt: MemoryFormat = memory_format or bank.manifest.get("memory_format", "both")
         self._scorer = bank._scorer()
 
     def retrieve_for(self, task: TaskSpec) -> list[tuple[str, str]]:
         hits = self.bank.search(task.goal, self.top_k, exclude_game=task.game_id, scorer=self._scorer,
-                                task_type=task.task_type if self.retrieval == "same_type" else None)
+                                task_type=task.task_type if self.retrieval == "same_type" else None,
+                                exclude=self.exclude)
         return [(entry.id, entry.text(self.fmt)) for entry, _ in hits]

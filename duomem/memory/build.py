@@ -6,15 +6,19 @@ from collections.abc import Callable
 from pathlib import Path
 
 from duomem.agent.trajectory import Trajectory
-from duomem.errors import DataError
+from duomem.errors import ConfigError, DataError
 from duomem.jsonl import JsonlAppender, read_jsonl
 from duomem.llm.base import ChatModel
 from duomem.memory.bank import MemoryBank
 from duomem.memory.embed import DEFAULT_EMBEDDER, load_embedder, neural_retrieval_available
-from duomem.memory.entry import MemoryEntry, MemoryFormat
-from duomem.memory.writer import MemoryWriter, memory_id
+from duomem.memory.entry import MEMORY_FORMATS, MemoryEntry, MemoryFormat
+from duomem.memory.writer import PLAN_WRITER, WRITER_PROMPT_VERSION, MemoryWriter, PlanWriter, memory_id
 
 WRITTEN = "written.jsonl"
+COPY_POLICIES: tuple[str, ...] = ("strip", "reject")
+"""What the bank builder does with a memory whose script copied the writer prompt's wording: ``strip`` keeps it
+without the copied lines (the writer already removed them), ``reject`` leaves the memory out of the bank. Either
+way a memory left with no script line is left out (unless the bank shows reference actions only)."""
 
 
 def load_trajectories(path: Path) -> list[Trajectory]:
@@ -58,27 +62,44 @@ def dedupe(entries: list[MemoryEntry]) -> list[MemoryEntry]:
             m = merged[key]
             m.source_game_ids += [g for g in e.source_game_ids if g not in m.source_game_ids]
             m.source_trajectory_ids += e.source_trajectory_ids
+            m.source_task_folders = sorted(set(m.source_task_folders) | set(e.source_task_folders))
+            m.source_floor_plans = sorted(set(m.source_floor_plans) | set(e.source_floor_plans), key=int)
         else:
             merged[key] = e.model_copy(deep=True)
     return list(merged.values())
 
 
-def build_bank(trajectories: Path, out: Path, writer: ChatModel | None, fmt: MemoryFormat = "both",
+def build_bank(trajectories: Path, out: Path, writer: ChatModel | str | None, fmt: MemoryFormat = "both",
                include_failures: bool = False, per_game: int = 1, max_entries: int | None = None,
                embedder: str | None = DEFAULT_EMBEDDER, batch: int = 32,
-               on_progress: Callable[[int, int], None] | None = None) -> MemoryBank:
+               on_progress: Callable[[int, int], None] | None = None, copy_policy: str = "strip") -> MemoryBank:
     """Write one memory per selected trajectory into ``out`` (``written.jsonl`` is the resumable log), then
-    dedupe, embed the task descriptions and write the bank. ``embedder`` None or ``bm25`` means BM25. A writer
-    with batched generation (the transformers backend) writes ``batch`` memories at a time."""
+    dedupe, embed the task descriptions and write the bank. ``writer`` is a chat model, ``"plan"`` (the
+    deterministic :class:`PlanWriter`: the expert's plan, no model) or None (``fmt="trajectory"`` only).
+    ``embedder`` None or ``bm25`` means BM25. A writer with batched generation (the transformers backend) writes
+    ``batch`` memories at a time. ``copy_policy`` (:data:`COPY_POLICIES`) says what happens to memories whose
+    script copied the writer prompt; the manifest counts them (``writer_copies``) and records the games, task
+    folders and floor plans the bank was built from (``source_game_ids``, ``source_task_folders``,
+    ``source_floor_plans``; see :func:`duomem.memory.provenance.bank_overlap`)."""
+    if fmt not in MEMORY_FORMATS:
+        raise ConfigError(f"unknown memory format {fmt!r}; use {', '.join(MEMORY_FORMATS)}")
+    if copy_policy not in COPY_POLICIES:
+        raise ConfigError(f"unknown copy policy {copy_policy!r}; use {' or '.join(COPY_POLICIES)}")
     out = Path(out)
     selected = select_trajectories(load_trajectories(trajectories), include_failures, per_game, max_entries)
     if not selected:
         raise DataError(f"{trajectories} has no {'' if include_failures else 'won '}trajectories to write "
                         "memories from")
     done = {r["id"]: MemoryEntry.model_validate(r) for r in read_jsonl(out / WRITTEN)}
-    memory_writer = MemoryWriter(writer, fmt)
+    if isinstance(writer, str):
+        if writer != PLAN_WRITER:
+            raise ConfigError(f"writer {writer!r}: give a loaded chat model or {PLAN_WRITER!r}")
+        memory_writer: MemoryWriter | PlanWriter = PlanWriter(fmt)
+        step = len(selected) or 1
+    else:
+        memory_writer = MemoryWriter(writer, fmt)
+        step = batch if writer is not None and hasattr(writer, "complete_batch") else 1
     pending = [t for t in selected if memory_id(t) not in done]
-    step = batch if writer is not None and hasattr(writer, "complete_batch") else 1
     with JsonlAppender(out / WRITTEN) as log:
         for start in range(0, len(pending), step):
             for entry in memory_writer.write_many(pending[start:start + step]):
@@ -86,13 +107,24 @@ def build_bank(trajectories: Path, out: Path, writer: ChatModel | None, fmt: Mem
                 done[entry.id] = entry
             if on_progress:
                 on_progress(len(selected) - len(pending) + min(len(pending), start + step), len(selected))
-    entries = dedupe([done[memory_id(t)] for t in selected])
+    written = [done[memory_id(t)] for t in selected]
+    copies = [e for e in written if e.copied_lines]
+    rejected = {e.id for e in copies if copy_policy == "reject"}
+    if fmt != "trajectory":  # nothing left of the script once the copied lines are gone
+        rejected |= {e.id for e in copies if not e.script.strip()}
+    entries = dedupe([e for e in written if e.id not in rejected])
+    if not entries:
+        raise DataError(f"every memory written from {trajectories} was rejected ({len(copies)} copied the writer "
+                        "prompt); see written.jsonl in the bank folder")
     if embedder in (None, "bm25"):
         emb = None
     elif not neural_retrieval_available():
         emb = None  # no torch here: fall back to BM25 (recorded in the manifest)
     else:
         emb = load_embedder(embedder)
-    return MemoryBank.create(out, entries, emb, fmt, extra={"source_file": str(trajectories),
-                                                            "include_failures": include_failures,
-                                                            "per_game": per_game})
+    return MemoryBank.create(out, entries, emb, fmt, extra={
+        "source_file": str(trajectories), "include_failures": include_failures, "per_game": per_game,
+        "copy_policy": copy_policy,
+        "writer_prompt": WRITER_PROMPT_VERSION if writer is not None and not isinstance(writer, str) else None,
+        "writer_copies": {"memories": len(copies), "lines_removed": sum(e.copied_lines for e in copies),
+                          "rejected": len(rejected)}})

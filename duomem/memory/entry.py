@@ -5,9 +5,14 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
-MemoryFormat = Literal["script", "trajectory", "both"]
+MemoryFormat = Literal["script", "trajectory", "both", "abstract"]
+MEMORY_FORMATS: tuple[str, ...] = ("script", "trajectory", "both", "abstract")
+"""How a memory is shown to the agent: ``script`` (the script only), ``trajectory`` (the reference actions
+only), ``both`` (script and reference actions as written, the DuoMem default) or ``abstract`` (script and
+reference actions abstracted from the room they came from: no instance numbers, the places where objects were
+found named by role; see :mod:`duomem.memory.abstract`)."""
 
 
 class MemoryEntry(BaseModel):
@@ -18,24 +23,53 @@ class MemoryEntry(BaseModel):
     goal: str
     """The task description; retrieval compares new task descriptions with it."""
     script: str = ""
-    """Abstract, reusable steps for this kind of task, written by the writer model."""
+    """Abstract, reusable steps for this kind of task, written by the writer model (or the plan writer)."""
     actions: list[str] = Field(default_factory=list)
     """The reference trajectory's commands."""
+    params: dict[str, str] = Field(default_factory=dict)
+    """The source task's arguments (object, receptacle, toggle, ...); empty in banks written before they were
+    recorded (abstraction then reads the object and target from the actions)."""
     won: bool = True
     writer: str | None = None
-    """The model that wrote the script (None for trajectory-only memories)."""
+    """The model that wrote the script (``plan`` for the deterministic plan writer; None for trajectory-only
+    memories)."""
     source_policy: str
     """``expert`` (ALFWorld's handcoded oracle) or ``llm``."""
     source_model: str | None = None
     source_split: str
     source_game_ids: list[str] = Field(default_factory=list)
     source_trajectory_ids: list[str] = Field(default_factory=list)
+    source_task_folders: list[str] = Field(default_factory=list)
+    """Task folders (``<type>-<Object>-<MRecep>-<Receptacle>-<floor plan>``) of the source games; filled from the
+    game ids when missing, so older banks load with them."""
+    source_floor_plans: list[str] = Field(default_factory=list)
+    """Floor plans (AI2-THOR scene numbers) of the source games; filled from the game ids when missing."""
+    copied_lines: int = 0
+    """Script lines the writer copied from its prompt's wording, removed (see ``duomem.memory.writer``)."""
     prompt_tokens: int = 0
     completion_tokens: int = 0
+
+    @model_validator(mode="after")
+    def _fill_provenance(self) -> MemoryEntry:
+        from duomem.memory.provenance import floor_plan_of, task_folder_of
+
+        if not self.source_task_folders:
+            self.source_task_folders = sorted({f for g in self.source_game_ids if (f := task_folder_of(g))})
+        if not self.source_floor_plans:
+            self.source_floor_plans = sorted({p for g in self.source_game_ids if (p := floor_plan_of(g))}, key=int)
+        return self
 
     def text(self, fmt: MemoryFormat = "both") -> str:
         """What the agent reads."""
         lines = [f"Task: {self.goal} ({'solved' if self.won else 'failed'})"]
+        if fmt == "abstract":
+            from duomem.memory.abstract import abstract_actions, abstract_script
+
+            if self.script:
+                lines.append("Script:\n" + abstract_script(self.script, self.actions, self.params))
+            if self.actions:
+                lines.append("Reference actions: " + "; ".join(abstract_actions(self.actions, self.params)))
+            return "\n".join(lines)
         if fmt in ("script", "both") and self.script:
             lines.append("Script:\n" + self.script)
         if fmt in ("trajectory", "both") and self.actions:

@@ -1,35 +1,56 @@
-"""Write procedural memories from trajectories with any chat model (the teacher's or the student's own)."""
+"""Write procedural memories from trajectories: with any chat model (the teacher's or the student's own), or
+deterministically from the expert's own plan (:class:`PlanWriter`, no model).
+
+The writer prompt gives no example memory: a 135M writer copied the old prompt's example sentence ("A potato is
+usually on a countertop...") word for word into memories of unrelated tasks. It describes what the steps must
+say instead, and :func:`copied_lines` catches script lines that repeat the prompt's own wording (or the old
+example), which the writer removes and counts (``MemoryEntry.copied_lines``; the bank manifest sums them).
+"""
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import re
 
 from duomem.agent.trajectory import Trajectory
 from duomem.llm.base import ChatModel
+from duomem.memory.abstract import parse_action, type_of
 from duomem.memory.entry import MemoryEntry, MemoryFormat, generalise_names
 
 WRITER_SYSTEM = ("You write procedural memories for a household robot that plays a text game. A memory explains how "
                  "a kind of task is solved, so that the robot can solve similar tasks in other rooms.")
 
+WRITER_GUIDE = (
+    "Write a memory that helps the robot solve tasks of this kind in other rooms, where places and their numbers "
+    "differ.",
+    "Write 3 to 6 numbered steps, one short line each. Together the steps say:",
+    "- which kinds of places to search for the {object}, since in another room it may be elsewhere;",
+    "- which commands to use on the {object}, in order;",
+    "- where the {object} must be at the end.",
+    "Name things by kind without numbers ({object}, not {object} 1). Call the place where the robot found the "
+    "{object} \"the place where you find the {object}\".",
+)
 WRITER_PROMPT = """Task: {goal}
 Outcome: {outcome}
 What the robot did (command, then what the game answered):
 {steps}
 
-Write a short script of 3 to 6 numbered steps that solves this kind of task in any room. Use general names \
-(no numbers like "mug 1"), say where such objects are usually found, and name the commands to use.{failure_hint}
-For example, a script for "put a hot potato in fridge" is:
-1. A potato is usually on a countertop, diningtable or sinkbasin, or in the fridge or garbagecan.
-2. go to each of those places in turn (open them if closed) until you see a potato.
-3. take the potato from that place.
-4. go to microwave, then heat the potato with microwave.
-5. go to fridge, then move the potato to fridge.
-Write only the numbered steps for the task above."""
+""" + "\n".join(WRITER_GUIDE) + """{failure_hint}
+Write only the numbered steps."""
 
 FAILURE_HINT = " The robot failed: also say what it should have done differently."
+WRITER_PROMPT_VERSION = hashlib.sha256((WRITER_SYSTEM + WRITER_PROMPT + FAILURE_HINT).encode()).hexdigest()[:12]
+"""Changes whenever the writer prompt does: put it in the key of anything cached that an LLM writer made."""
 MAX_STEPS_SHOWN = 30
 MAX_OBS_CHARS = 100
+
+OLD_EXAMPLE_SENTENCES = (
+    "A potato is usually on a countertop, diningtable or sinkbasin, or in the fridge or garbagecan.",
+    "go to each of those places in turn (open them if closed) until you see a potato.",
+    'For example, a script for "put a hot potato in fridge" is:',
+)
+"""The example of the writer prompt before issue 14; small writers copied its first line into every memory."""
 
 
 def trajectory_digest(traj: Trajectory) -> str:
@@ -42,16 +63,79 @@ def trajectory_digest(traj: Trajectory) -> str:
     return "\n".join(lines)
 
 
+def _object_of(traj: Trajectory) -> str:
+    if traj.params.get("object"):
+        return traj.params["object"]
+    taken = next((parse_action(a).obj for a in traj.actions if a.startswith("take ")), None)
+    return type_of(taken) if taken else "object"
+
+
+def prompt_sentences(traj: Trajectory | None = None) -> list[str]:
+    """What a script must not repeat: the writer prompt's guidance for ``traj`` and the old example."""
+    obj = _object_of(traj) if traj is not None else "object"
+    return [g.format(object=obj) for g in WRITER_GUIDE] + [FAILURE_HINT.strip(), *OLD_EXAMPLE_SENTENCES]
+
+
+def _norm(text: str) -> str:
+    text = re.sub(r"^\s*(\d+[.)]|[-*])\s*", "", text.lower())
+    return " ".join(re.sub(r"[^a-z0-9]+", " ", text).split())
+
+
+def is_copy(line: str, sentences: list[str], threshold: float = 0.85) -> bool:
+    """Whether ``line`` repeats one of ``sentences`` (near word for word, or a long piece of one), or is a
+    template slot left unfilled (``<object>``)."""
+    if re.search(r"<[a-z ]+>", line):
+        return True
+    a = _norm(line)
+    if not a:
+        return False
+    for s in sentences:
+        b = _norm(s)
+        if not b:
+            continue
+        if (len(a) >= 20 and a in b) or (len(b) >= 20 and b in a):
+            return True
+        if difflib.SequenceMatcher(None, a, b).ratio() >= threshold:
+            return True
+    return False
+
+
+def copied_lines(script: str, sentences: list[str]) -> list[int]:
+    """Indices of the script's lines that copy ``sentences`` (see :func:`is_copy`)."""
+    return [i for i, ln in enumerate(script.splitlines()) if is_copy(ln, sentences)]
+
+
+def remove_copies(script: str, sentences: list[str]) -> tuple[str, int]:
+    """The script without copied lines (renumbered) and how many were removed."""
+    lines = script.splitlines()
+    bad = set(copied_lines(script, sentences))
+    kept = [re.sub(r"^\s*\d+[.)]\s*", "", ln) for i, ln in enumerate(lines) if i not in bad]
+    return "\n".join(f"{i + 1}. {ln}" for i, ln in enumerate(kept)), len(bad)
+
+
 def parse_script(text: str, max_lines: int = 8) -> str:
-    """Numbered steps from the writer's answer, instance numbers removed; falls back to the non-empty lines."""
+    """Numbered steps from the writer's answer, instance numbers removed, a step repeated word for word kept
+    once (small writers loop); falls back to the non-empty lines."""
     lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
     numbered = [re.sub(r"^\s*(\d+)[.)]\s*", "", ln) for ln in lines if re.match(r"^\s*\d+[.)]", ln)]
-    chosen = (numbered or lines)[:max_lines]
-    return "\n".join(f"{i + 1}. {generalise_names(ln)}" for i, ln in enumerate(chosen))
+    chosen = list(dict.fromkeys(generalise_names(ln) for ln in (numbered or lines)))[:max_lines]
+    return "\n".join(f"{i + 1}. {ln}" for i, ln in enumerate(chosen))
 
 
 def memory_id(traj: Trajectory) -> str:
     return hashlib.sha1(f"{traj.trajectory_id}|{'/'.join(traj.actions)}".encode()).hexdigest()[:12]
+
+
+def _entry(traj: Trajectory, script: str, fmt: MemoryFormat, writer: str | None, prompt_tokens: int = 0,
+           completion_tokens: int = 0, copied: int = 0) -> MemoryEntry:
+    return MemoryEntry(
+        id=memory_id(traj), task_type=traj.task_type, goal=traj.goal, script=script,
+        actions=traj.actions if fmt != "script" else [], params=dict(traj.params), won=traj.won,
+        writer=writer if fmt != "trajectory" else None,
+        source_policy=traj.policy, source_model=traj.model, source_split=traj.split,
+        source_game_ids=[traj.game_id], source_trajectory_ids=[traj.trajectory_id],
+        copied_lines=copied, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+    )
 
 
 class MemoryWriter:
@@ -66,7 +150,8 @@ class MemoryWriter:
 
     def _messages(self, traj: Trajectory) -> list:
         prompt = WRITER_PROMPT.format(goal=traj.goal, outcome="success" if traj.won else "failure",
-                                      steps=trajectory_digest(traj), failure_hint="" if traj.won else FAILURE_HINT)
+                                      steps=trajectory_digest(traj), failure_hint="" if traj.won else FAILURE_HINT,
+                                      object=_object_of(traj))
         return [{"role": "system", "content": WRITER_SYSTEM}, {"role": "user", "content": prompt}]
 
     def write(self, traj: Trajectory) -> MemoryEntry:
@@ -75,24 +160,75 @@ class MemoryWriter:
     def write_many(self, trajs: list[Trajectory]) -> list[MemoryEntry]:
         """One memory per trajectory; a backend with ``complete_batch`` writes them in one batch."""
         if self.fmt == "trajectory" or self.model is None:
-            return [self._entry(t, None) for t in trajs]
+            return [_entry(t, "", self.fmt, None) for t in trajs]
         convs = [self._messages(t) for t in trajs]
         if len(trajs) > 1 and hasattr(self.model, "complete_batch"):
             completions = self.model.complete_batch(convs, max_tokens=self.max_new_tokens, temperature=0.0)
         else:
             completions = [self.model.complete(c, max_tokens=self.max_new_tokens, temperature=0.0) for c in convs]
-        return [self._entry(t, c) for t, c in zip(trajs, completions, strict=True)]
+        out = []
+        for t, c in zip(trajs, completions, strict=True):
+            script, copied = remove_copies(parse_script(c.text), prompt_sentences(t))
+            out.append(_entry(t, script, self.fmt, self.model.name, c.prompt_tokens, c.completion_tokens, copied))
+        return out
 
-    def _entry(self, traj: Trajectory, completion) -> MemoryEntry:
-        script, prompt_tokens, completion_tokens = "", 0, 0
-        if completion is not None:
-            script = parse_script(completion.text)
-            prompt_tokens, completion_tokens = completion.prompt_tokens, completion.completion_tokens
-        return MemoryEntry(
-            id=memory_id(traj), task_type=traj.task_type, goal=traj.goal, script=script,
-            actions=traj.actions if self.fmt != "script" else [], won=traj.won,
-            writer=self.model.name if self.model is not None and self.fmt != "trajectory" else None,
-            source_policy=traj.policy, source_model=traj.model, source_split=traj.split,
-            source_game_ids=[traj.game_id], source_trajectory_ids=[traj.trajectory_id],
-            prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-        )
+
+# --- the plan writer ----------------------------------------------------------------------------------------------
+_ORDINAL = ("first", "second", "third", "fourth")
+
+
+def _a(word: str) -> str:
+    return f"{'an' if word[:1] in 'aeiou' else 'a'} {word}"
+
+
+def plan_script(traj: Trajectory) -> str:
+    """The expert's own plan as numbered steps, one per milestone of its actions (take, heat/cool/clean, slice,
+    use, move), in the words of :mod:`duomem.agent.thoughts`. Deterministic and free of the room: objects,
+    appliances, the lamp and the target are named by type, the place where an object was found by its role."""
+    parsed = [parse_action(a) for a in traj.actions]
+    two = traj.task_type == "pick_two"
+    steps: list[str] = []
+    taken = 0
+    opened: set[str] = set()
+    for p in parsed:
+        if p.verb == "open" and p.place:
+            opened.add(p.place)
+        elif p.verb == "take" and p.obj:
+            obj = type_of(p.obj)
+            nth = f"{_ORDINAL[min(taken, 3)]} " if two else ""
+            taken += 1
+            steps.append(f"Find the {nth}{obj}: go to each place where {_a(obj)} may be (open it if it is closed) "
+                         f"until you see one, then take {obj} from the place where you find the {obj}.")
+        elif p.verb in ("heat", "cool", "clean") and p.obj and p.place:
+            tool, obj = type_of(p.place), type_of(p.obj)
+            steps.append(f"Go to {tool}, then {p.verb} {obj} with {tool}.")
+        elif p.verb == "slice" and p.obj and p.place:
+            steps.append(f"Go to the {type_of(p.obj)}, then slice {type_of(p.obj)} with {type_of(p.place)}.")
+        elif p.verb == "use" and p.place:
+            lamp = type_of(p.place)
+            steps.append(f"Find {_a(lamp)}: go to each place where {_a(lamp)} may be until you see one, then use "
+                         f"{lamp}.")
+        elif p.verb == "move" and p.obj and p.place:
+            dest, obj = type_of(p.place), type_of(p.obj)
+            first = f"Go to {dest} and open it, then" if p.place in opened else f"Go to {dest}, then"
+            steps.append(f"{first} move {obj} to {dest}.")
+    return "\n".join(f"{i + 1}. {s}" for i, s in enumerate(steps))
+
+
+PLAN_WRITER = "plan"
+
+
+class PlanWriter:
+    """The deterministic writer: the script is the expert's plan (:func:`plan_script`), no writer model. It reads
+    only the demonstration, so its memories are an upper bound on what a writer can say about it."""
+
+    name = PLAN_WRITER
+
+    def __init__(self, fmt: MemoryFormat = "both") -> None:
+        self.fmt = fmt
+
+    def write(self, traj: Trajectory) -> MemoryEntry:
+        return self.write_many([traj])[0]
+
+    def write_many(self, trajs: list[Trajectory]) -> list[MemoryEntry]:
+        return [_entry(t, plan_script(t) if self.fmt != "trajectory" else "", self.fmt, PLAN_WRITER) for t in trajs]

@@ -33,6 +33,8 @@ class StudentConfig(_Strict):
     model: str = "smollm2-135m"
     """The on-device student (a packaged model name, a .gguf path or hf:ORG/NAME)."""
     shots: int = Field(2, ge=0, le=2)
+    fewshot: Literal["train", "heldout"] = "train"
+    """The few-shot example set (``duomem.agent.prompts.FEWSHOT_SETS``); its games never become SFT targets."""
     n_ctx: int = Field(8192, ge=1024)
     collect_backend: Literal["llamacpp", "transformers"] | None = None
     """Backend for the student's own train-set attempts and for writing its own memories (default:
@@ -61,9 +63,19 @@ class TeacherConfig(_Strict):
 
 class MemoryConfig(_Strict):
     teacher_writer: str = "qwen2.5-coder-1.5b"
+    """A model, or ``plan``: the deterministic writer that turns the teacher's own plan into steps (no model)."""
     student_writer: str | None = None
     """Default: the student model itself (MemP-style self-memory)."""
-    format: Literal["script", "trajectory", "both"] = "both"
+    format: Literal["script", "trajectory", "both", "abstract"] = "both"
+    """What the banks store: the writer's script, the reference actions, both, or both abstracted from their room
+    (no instance numbers; room-specific places named by role)."""
+    show_format: Literal["script", "trajectory", "both", "abstract"] | None = None
+    """How retrieved memories are shown, at evaluation and in the LoRA data (None: the bank's format)."""
+    copy_policy: Literal["strip", "reject"] = "strip"
+    """Written script lines that copy the writer prompt's wording: removed, or the memory left out."""
+    train_exclude: Literal["game", "task", "floor_plan"] = "floor_plan"
+    """What an SFT example may not retrieve: memories of its own game, its task (all trials), or its floor plan,
+    so training looks like test time (valid_unseen shares no floor plan with the bank)."""
     embedder: str = "minilm"
     top_k: int = Field(2, ge=1, le=16)
     """Used when ``eval.k_sweep`` is empty."""
@@ -97,6 +109,9 @@ class DataConfig(_Strict):
 
 
 class LoraSettings(_Strict):
+    memory_dropout: float = Field(0.0, ge=0.0, le=1.0)
+    """Share of teacher trajectories trained without the memory block (memory rows), so one adapter works with
+    and without memories."""
     rank: int = Field(16, ge=1, le=256)
     alpha: int | None = None
     epochs: float = Field(2.0, gt=0)

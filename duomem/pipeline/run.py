@@ -93,8 +93,10 @@ class Pipeline:
         cfg = self.cfg
         if kw.get("memory"):
             kw.setdefault("retrieval", cfg.memory.retrieval)
+            kw.setdefault("memory_format", cfg.memory.show_format)
         backend = backend or cfg.eval.backend
-        return RolloutSpec(policy="llm", model=cfg.student.model, shots=cfg.student.shots, n_ctx=cfg.student.n_ctx,
+        return RolloutSpec(policy="llm", model=cfg.student.model, shots=cfg.student.shots, fewshot=cfg.student.fewshot,
+                           n_ctx=cfg.student.n_ctx,
                            max_steps=cfg.eval.max_steps, seed=cfg.seed, threads=cfg.eval.threads,
                            backend=backend, device=cfg.eval.device,
                            batch=cfg.eval.batch if backend == "transformers" else 1, **kw)
@@ -144,9 +146,11 @@ class Pipeline:
         from duomem.memory.build import build_bank, load_trajectories
 
         cfg = self.cfg
+        from duomem.memory.writer import WRITER_PROMPT_VERSION
+
         inputs = {"source": source.key, "file": file, "writer": writer, "format": cfg.memory.format,
                   "embedder": cfg.memory.embedder, "games": cfg.memory.games, "include_failures": include_failures,
-                  "seed": cfg.seed}
+                  "seed": cfg.seed, "writer_prompt": WRITER_PROMPT_VERSION, "copy_policy": cfg.memory.copy_policy}
         if backend != "llamacpp":
             inputs["writer_backend"] = backend
 
@@ -159,10 +163,12 @@ class Pipeline:
             chosen = d / "input.jsonl"
             atomic_write_text(chosen, "".join(t.model_dump_json() + "\n" for t in trajs if t.game_id in keep))
             threads = cfg.eval.threads or os.cpu_count()
-            model = (load_chat_model(writer, backend=backend, threads=threads, device=cfg.eval.device)
-                     if cfg.memory.format != "trajectory" else None)
-            bank = build_bank(chosen, d / "bank", model, fmt=cfg.memory.format, include_failures=include_failures,
-                              embedder=cfg.memory.embedder)
+            needs_model = cfg.memory.format != "trajectory" and writer != "plan"
+            model = load_chat_model(writer, backend=backend, threads=threads, device=cfg.eval.device) \
+                if needs_model else None
+            bank = build_bank(chosen, d / "bank", model or ("plan" if writer == "plan" else None),
+                              fmt=cfg.memory.format, include_failures=include_failures, embedder=cfg.memory.embedder,
+                              copy_policy=cfg.memory.copy_policy)
             if model is not None:
                 model.close()
             return {"bank": str(d / "bank"), **{k: bank.manifest[k] for k in ("n_entries", "size_bytes", "retrieval",
@@ -208,14 +214,18 @@ class Pipeline:
         from duomem.distill.train import LoraConfig, train_lora
 
         cfg = self.cfg
+        m = cfg.memory
         sft_inputs = {"teacher": teacher.key, "shots": cfg.student.shots, "bank": bank.key if bank else None,
-                      "top_k": k if bank else 0}
-        if bank and cfg.memory.retrieval != "similarity":
-            sft_inputs["retrieval"] = cfg.memory.retrieval
+                      "top_k": k if bank else 0, "fewshot": cfg.student.fewshot, "fewshot_left_out": True}
+        if bank:
+            sft_inputs.update(retrieval=m.retrieval, exclude=m.train_exclude, show_format=m.show_format,
+                              memory_dropout=cfg.lora.memory_dropout)
         sft = self.stages.run(f"sft_{name}", sft_inputs, lambda d: build_dataset(
             teacher.path / "demonstrations.jsonl", d, shots=cfg.student.shots,
-            memory=bank.info["bank"] if bank else None, top_k=k, retrieval=cfg.memory.retrieval))
-        lora_cfg = cfg.lora.model_dump(exclude={"device", "keep_checkpoints"})
+            memory=bank.info["bank"] if bank else None, top_k=k, retrieval=m.retrieval, exclude=m.train_exclude,
+            memory_dropout=cfg.lora.memory_dropout, dropout_seed=cfg.seed, memory_format=m.show_format,
+            fewshot=cfg.student.fewshot))
+        lora_cfg = cfg.lora.model_dump(exclude={"device", "keep_checkpoints", "memory_dropout"})
         inputs = {"sft": sft.key, "student": cfg.student.model, "lora": lora_cfg, "seed": cfg.seed}
 
         def work(d: Path) -> dict:
