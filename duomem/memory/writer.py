@@ -154,9 +154,6 @@ class MemoryWriter:
                                       object=_object_of(traj))
         return [{"role": "system", "content": WRITER_SYSTEM}, {"role": "user", "content": prompt}]
 
-    def write(self, traj: Trajectory) -> MemoryEntry:
-        return self.write_many([traj])[0]
-
     def write_many(self, trajs: list[Trajectory]) -> list[MemoryEntry]:
         """One memory per trajectory; a backend with ``complete_batch`` writes them in one batch."""
         if self.fmt == "trajectory" or self.model is None:
