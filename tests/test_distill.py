@@ -78,6 +78,18 @@ def test_masking_and_prompts_identical_to_inference(sft: Path, bundle, smollm2_m
         assert ex.labels[len(prompt_ids) - 1] == -100 and ex.labels[len(prompt_ids)] != -100
 
 
+def test_parallel_tokenization_matches_one_at_a_time(sft: Path, bundle):
+    """Worker processes (the tokenizer travels, not the weights) give every example the same ids and labels."""
+    from duomem.distill.dataset import load_examples
+    from duomem.distill.tokenize import tokenize_example, tokenize_examples
+
+    examples = (load_examples(sft) * 64)[:64]
+    parallel = tokenize_examples(bundle, examples, workers=2)
+    assert bundle.model is not None  # the caller's bundle keeps its model
+    one = [tokenize_example(bundle, m) for m in examples[:8]]
+    assert [(e.input_ids, e.labels) for e in parallel[:8]] == [(e.input_ids, e.labels) for e in one]
+
+
 def test_tiny_training_lowers_the_loss_and_exports(small_sft: Path, tmp_path: Path, smollm2: str):
     from duomem.distill.export import export_gguf_lora
     from duomem.distill.train import LoraConfig, train_lora

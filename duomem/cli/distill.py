@@ -45,13 +45,12 @@ def dataset_command(
                   + (f" ({meta['trajectories_without_memory']} without memories)"
                      if 'trajectories_without_memory' in meta else ""))
     if model:
-        from duomem.distill.tokenize import tokenize_example
+        from duomem.distill.tokenize import tokenize_examples
         from duomem.llm.hf import load_hf
 
         bundle = load_hf(model)
         total = trained = 0
-        for messages in load_examples(out):
-            ex = tokenize_example(bundle, messages)
+        for ex in tokenize_examples(bundle, load_examples(out)):
             total += len(ex.input_ids)
             trained += ex.trained_tokens
         console.print(f"tokens: {total} in all, {trained} trained (assistant turns), {total - trained} masked")

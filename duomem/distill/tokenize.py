@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from duomem.errors import DataError
 from duomem.llm.base import Message
@@ -60,3 +61,29 @@ def tokenize_example(bundle: HFBundle, messages: Sequence[Message]) -> Tokenized
         input_ids += ids
         labels += ids if trained else [-100] * len(ids)
     return TokenizedExample(input_ids=input_ids, labels=labels)
+
+
+_BUNDLE: list[HFBundle] = []
+
+
+def _init(bundle: HFBundle) -> None:
+    _BUNDLE.append(bundle)
+
+
+def _one(messages: Sequence[Message]) -> TokenizedExample:
+    return tokenize_example(_BUNDLE[0], messages)
+
+
+def tokenize_examples(bundle: HFBundle, examples: Sequence[Sequence[Message]],
+                      workers: int | None = None) -> list[TokenizedExample]:
+    """:func:`tokenize_example` for every example, in order, over ``workers`` processes (default: every core):
+    rendering each turn's prompt is CPU work that grows with the square of the turns, so a full-size dataset
+    (3,356 examples, 6.9M tokens) takes minutes on one core."""
+    workers = workers or os.cpu_count() or 1
+    if workers <= 1 or len(examples) < 64:
+        return [tokenize_example(bundle, m) for m in examples]
+    import multiprocessing as mp
+
+    light = replace(bundle, model=None)  # the tokenizer and template travel, not the weights
+    with mp.get_context("spawn").Pool(workers, initializer=_init, initargs=(light,)) as pool:
+        return pool.map(_one, examples, chunksize=16)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import platform
 import re
 import time
@@ -125,7 +126,7 @@ def train_lora(model_name: str, data: Path, out: Path, config: LoraConfig, devic
     from transformers.trainer_utils import get_last_checkpoint
 
     from duomem.distill.dataset import META_FILE, TRAIN_FILE, load_examples
-    from duomem.distill.tokenize import tokenize_example
+    from duomem.distill.tokenize import tokenize_examples
     from duomem.llm.hf import load_hf
 
     data, out = Path(data), Path(out)
@@ -146,8 +147,8 @@ def train_lora(model_name: str, data: Path, out: Path, config: LoraConfig, devic
     bundle = load_hf(model_name, device=device, for_training=True)
     examples = load_examples(train_file)
     rows, skipped, tokens, trained = [], 0, 0, 0
-    for messages in examples:
-        ex = tokenize_example(bundle, messages)
+    cores = max(1, (os.cpu_count() or 1) // settings.distributed_rank()[1])
+    for ex in tokenize_examples(bundle, examples, workers=cores):
         if len(ex.input_ids) > config.max_length:
             skipped += 1
             continue
