@@ -1,12 +1,15 @@
-"""Map a model's free text onto one admissible command: exact, then normalised, then closest."""
+"""Map a model's free text onto an admissible command: exact, normalised or a unique completion; anything else is
+played as written (and counted invalid), never turned into another command."""
 
 from __future__ import annotations
 
-import difflib
 import re
 from dataclasses import dataclass
 
-THINK_PREFIX = "think:"
+from duomem.llm.base import THINK_PREFIX
+
+INVALID_MATCHES = frozenset({"unmatched", "forced", "empty", "closest"})
+"""Match kinds that count as invalid actions (``closest`` only in records written before issue 13)."""
 _ARTICLES = {"a", "an", "the", "some"}
 
 
@@ -19,11 +22,13 @@ class ParsedAction:
     command: str
     """The admissible command to send (the thought text for ``think``)."""
     match: str
-    """``exact``, ``normalised``, ``closest`` (the text was not a valid command), ``empty`` or ``think``."""
+    """``exact``, ``normalised`` (wording or a unique completion), ``unmatched`` (not an admissible command:
+    played as written), ``forced`` (a thought where a command was due), ``empty`` or ``think``; the kinds in
+    :data:`INVALID_MATCHES` are invalid actions."""
 
     @property
     def invalid(self) -> bool:
-        return self.match in ("closest", "empty")
+        return self.match in INVALID_MATCHES
 
 
 def first_line(text: str) -> str:
@@ -44,42 +49,70 @@ def normalise(command: str) -> str:
     words = [w for w in text.split() if w not in _ARTICLES]
     text = " ".join(words)
     # Older ALFWorld grammars (and the classic ReAct prompts) said "put X in/on Y".
-    text = re.sub(r"^(put|place) (.+?) (in|on|into|onto|in on) (.+)$", r"move \2 to \4", text)
+    text = re.sub(r"^(put|place) (.+?) (in on|into|onto|in|on) (.+)$", r"move \2 to \4", text)
     return text
 
 
 def parse_action(text: str, admissible: list[str], allow_think: bool = True) -> ParsedAction:
-    """Interpret ``text``; never returns an empty command (falls back to ``look`` or the closest command).
+    """Interpret ``text``; never returns an empty command (an empty answer plays ``look``).
 
-    With ``allow_think`` False a thought is read as a command: it is matched like any other text (and so counts
-    as invalid unless it happens to be a command)."""
+    A line that is an admissible command (exactly, after :func:`normalise`, or as the unique completion of one,
+    see :func:`resolve`) plays that command. Any other line is played as written (the game answers "Nothing
+    happens.") and counts as invalid: it never becomes a different command. With ``allow_think`` False a
+    thought is read as a command and counts as invalid even when its text is one."""
     line = first_line(text)
     if line.lower().startswith(THINK_PREFIX):
         thought = line[len(THINK_PREFIX):].strip()
         if allow_think:
             return ParsedAction("think", thought, "think")
-        best = _closest(thought, admissible) if admissible else "look"
-        return ParsedAction("action", best, "closest")
+        resolved = resolve(thought, admissible) if admissible else None
+        return ParsedAction("action", resolved[0] if resolved else (thought or line), "forced")
     if not admissible:
         return ParsedAction("action", line or "look", "exact" if line else "empty")
-    if line in admissible:
-        return ParsedAction("action", line, "exact")
-    norm = normalise(line)
-    by_norm = {normalise(c): c for c in admissible}
-    if norm in by_norm:
-        return ParsedAction("action", by_norm[norm], "normalised")
-    if not norm:
+    if not normalise(line):
         fallback = "look" if "look" in admissible else admissible[0]
         return ParsedAction("action", fallback, "empty")
-    # "take X" without its receptacle, "go to desk" without a number: a unique completion is still normalised.
-    completions = [c for n, c in by_norm.items() if n.startswith(norm + " ")]
+    resolved = resolve(line, admissible)
+    if resolved:
+        return ParsedAction("action", *resolved)
+    return ParsedAction("action", line, "unmatched")
+
+
+def resolve(line: str, admissible: list[str]) -> tuple[str, str] | None:
+    """The admissible command ``line`` names, with how (``exact`` or ``normalised``), or None.
+
+    ``normalised`` covers wording (case, articles, punctuation, ``put X in/on Y``) and unique completions: the
+    words of ``line`` are those of exactly one command, in order, except that the command may go on after them
+    ("take mug 1" for "take mug 1 from countertop 1") and may have instance numbers they leave out ("go to
+    desk" for "go to desk 1", "take potato from microwave 1" for "take potato 2 from microwave 1"). Every word
+    that ``line`` says, numbers included, must be the command's, and it must name an object besides the verb."""
+    if line in admissible:
+        return line, "exact"
+    norm = normalise(line)
+    if not norm:
+        return None
+    by_norm = {normalise(c): c for c in admissible}
+    if norm in by_norm:
+        return by_norm[norm], "normalised"
+    words = norm.split()
+    if not any(w not in _LINKS and not w.isdigit() for w in words[1:]):
+        return None  # a bare verb ("take", "go to") names nothing
+    completions = [c for n, c in by_norm.items() if _completes(words, n.split())]
     if len(completions) == 1:
-        return ParsedAction("action", completions[0], "normalised")
-    return ParsedAction("action", _closest(line, admissible), "closest")
+        return completions[0], "normalised"
+    return None
 
 
-def _closest(text: str, admissible: list[str]) -> str:
-    """The admissible command most similar to ``text`` (ties: the first in the list)."""
-    norm = normalise(text)
-    return max(admissible, key=lambda c: (difflib.SequenceMatcher(None, norm, normalise(c)).ratio(),
-                                          -admissible.index(c)))
+_LINKS = {"to", "from", "in", "on", "with", "into", "onto"}
+
+
+def _completes(words: list[str], command: list[str]) -> bool:
+    """Whether ``command`` is ``words`` with instance numbers filled in and possibly more words at the end."""
+    i = 0
+    for w in words:
+        while i < len(command) and command[i] != w and command[i].isdigit():
+            i += 1  # an instance number the text left out
+        if i >= len(command) or command[i] != w:
+            return False
+        i += 1
+    return True

@@ -11,8 +11,15 @@ from typing import Any
 
 from duomem import settings
 from duomem.errors import ModelError
-from duomem.llm.base import Completion, Message
+from duomem.llm.base import Candidate, Completion, Constraint, Message, ScoreRequest, Scores
 from duomem.llm.chat_template import render_chat
+from duomem.llm.constrain import (
+    ChoiceLogitsProcessor,
+    ChoiceTrie,
+    constraint_candidates,
+    continuation_ids,
+    turn_shape,
+)
 from duomem.llm.registry import ModelRef, gguf_metadata, resolve
 
 
@@ -118,6 +125,8 @@ class TransformersChatModel:
         self._cached_ids: list[int] = []
         self.batch_token_budget = batch_tokens or settings.batch_tokens()
         """Token budget of one padded forward pass in ``complete_batch`` (rows x longest prompt)."""
+        self._specials: dict[int, str] | None = None
+        self._newline: dict[int, bool] = {}
 
     @classmethod
     def from_ref(cls, ref: ModelRef, adapter: str | None = None, device: str = "cpu", seed: int = 0,
@@ -164,15 +173,31 @@ class TransformersChatModel:
                 text = text[: text.index(s)]
         return text
 
-    def complete(self, messages: Sequence[Message], max_tokens: int = 64, stop: Sequence[str] = (),
-                 temperature: float = 0.0, seed: int | None = None) -> Completion:
-        import torch
+    # --- the tokenizer view :mod:`duomem.llm.constrain` uses ----------------------------------------------------
+    def tokenize_raw(self, text: str) -> list[int]:
+        return list(self.bundle.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def special_text(self, token: int) -> str | None:
+        if self._specials is None:
+            tok = self.bundle.tokenizer
+            self._specials = {int(i): str(t.content) for i, t in tok.added_tokens_decoder.items() if t.special}
+            for i in tok.all_special_ids:
+                self._specials.setdefault(int(i), tok.convert_ids_to_tokens(int(i)))
+        return self._specials.get(token)
+
+    def is_end(self, token: int) -> bool:
+        return token in self._stop_ids()
+
+    def _has_newline(self, token: int) -> bool:
+        if token not in self._newline:
+            self._newline[token] = "\n" in self.bundle.tokenizer.decode([token])
+        return self._newline[token]
+
+    def _reuse_cache(self, ids: list[int]) -> int:
+        """Crop the cache to the part of ``ids`` it holds (never all of it: the last token is always evaluated,
+        for its logits); returns how many tokens it keeps."""
         from transformers import DynamicCache
 
-        ids = encode(self.bundle, render(self.bundle, messages))
-        if len(ids) + max_tokens > self.context_length:
-            raise ModelError(f"prompt of {len(ids)} tokens + {max_tokens} new ones exceeds the context of "
-                             f"{self.context_length}")
         prefix = 0
         for a, b in zip(self._cached_ids, ids, strict=False):
             if a != b:
@@ -185,12 +210,28 @@ class TransformersChatModel:
             drop = self._cache.get_seq_length() - prefix
             if drop > 0:
                 self._cache.crop(-drop)
+        return prefix
+
+    def complete(self, messages: Sequence[Message], max_tokens: int = 64, stop: Sequence[str] = (),
+                 temperature: float = 0.0, seed: int | None = None, choices: Constraint | None = None) -> Completion:
+        import torch
+
+        prompt_text = render(self.bundle, messages)
+        ids = encode(self.bundle, prompt_text)
+        if len(ids) + max_tokens > self.context_length:
+            raise ModelError(f"prompt of {len(ids)} tokens + {max_tokens} new ones exceeds the context of "
+                             f"{self.context_length}")
+        kwargs = self._generation_kwargs(max_tokens, temperature)
+        if choices is not None:
+            kwargs["logits_processor"] = [ChoiceLogitsProcessor(self._choice_trie(messages, prompt_text, ids,
+                                                                                  choices), len(ids))]
+        prefix = self._reuse_cache(ids)
         if seed is not None:
             torch.manual_seed(seed)
         start = time.perf_counter()
         with torch.no_grad():
             out = self.bundle.model.generate(torch.tensor([ids], device=self.device), past_key_values=self._cache,
-                                             use_cache=True, **self._generation_kwargs(max_tokens, temperature))
+                                             use_cache=True, **kwargs)
         seconds = time.perf_counter() - start
         new = out[0, len(ids):].tolist()
         stop_ids = set(self._stop_ids())
@@ -204,6 +245,111 @@ class TransformersChatModel:
         self._cached_ids = out[0].tolist()
         return Completion(text=cut, prompt_tokens=len(ids), completion_tokens=len(new), seconds=seconds,
                           cached_tokens=prefix, finish_reason=finish)
+
+    def _choice_trie(self, messages: Sequence[Message], prompt_text: str, ids: list[int],
+                     choices: Constraint) -> ChoiceTrie:
+        cands = constraint_candidates(choices)
+        shape = turn_shape(lambda m, g: render(self.bundle, m, g), messages, prompt_text,
+                           bool(self.bundle.chat_template))
+        paths = continuation_ids(self, prompt_text, ids, shape, cands)
+        return ChoiceTrie([(p, not c.ends_turn) for p, c in zip(paths, cands, strict=True)], self._stop_ids(),
+                          self._has_newline)
+
+    # --- scoring ----------------------------------------------------------------------------------------------
+    #: Candidate tokens per forward pass of ``score``.
+    score_batch_tokens: int = 1024
+
+    def score(self, messages: Sequence[Message], candidates: Sequence[Candidate]) -> Scores:
+        """Score each candidate as the assistant's turn (see :meth:`ChatModel.score`).
+
+        The prompt's new tokens are evaluated once into the cache that :meth:`complete` reuses. All candidates
+        then go through one forward pass, packed as a prefix tree after the prompt: one row, each token once
+        per distinct prefix (``go to cabinet`` once for all the cabinets), at its position in its candidate, with
+        a 4-D attention mask letting each token see the prompt and its own earlier tokens only. The cache is
+        cropped back to the prompt afterwards. (Repeating the prompt's cache once per candidate, a padded batch,
+        would cost candidates x prompt of keys and values: about 2 GB in fp32 for 30 candidates after a
+        1,500-token prompt with the 135M model.)"""
+        import torch
+
+        start = time.perf_counter()
+        prompt_text = render(self.bundle, messages)
+        ids = encode(self.bundle, prompt_text)
+        shape = turn_shape(lambda m, g: render(self.bundle, m, g), messages, prompt_text,
+                           bool(self.bundle.chat_template))
+        conts = continuation_ids(self, prompt_text, ids, shape, candidates)
+        longest = max((len(c) for c in conts), default=0)
+        if len(ids) + longest > self.context_length:
+            raise ModelError(f"prompt of {len(ids)} tokens + a candidate of {longest} exceeds the context of "
+                             f"{self.context_length}")
+        cached = 0
+        for a, b in zip(self._cached_ids, ids, strict=False):
+            if a != b:
+                break
+            cached += 1
+        prefix = self._reuse_cache(ids)
+        model = self.bundle.model
+        with torch.no_grad():
+            out = model(input_ids=torch.tensor([ids[prefix:]], device=self.device), past_key_values=self._cache,
+                        use_cache=True)
+            self._cached_ids = list(ids)
+            head = torch.log_softmax(out.logits[0, -1].float(), dim=-1)
+            totals = [float(head[c[0]]) if c else 0.0 for c in conts]
+            evaluated = len(ids) - prefix
+            pending = [i for i, c in enumerate(conts) if len(c) > 1]
+            while pending:
+                group, nodes = [], {}
+                for i in list(pending):
+                    fed = conts[i][:-1]
+                    new = [tuple(fed[:j + 1]) for j in range(len(fed)) if tuple(fed[:j + 1]) not in nodes]
+                    if group and len(nodes) + len(new) > self.score_batch_tokens:
+                        break
+                    group.append(i)
+                    pending.remove(i)
+                    for key in new:
+                        nodes[key] = len(nodes)
+                evaluated += len(nodes)
+                for i, lp in zip(group, self._score_packed(len(ids), conts, group, nodes), strict=True):
+                    totals[i] += lp
+        return Scores(logprobs=totals, n_tokens=[len(c) for c in conts], prompt_tokens=len(ids),
+                      cached_tokens=cached, evaluated_tokens=evaluated, seconds=time.perf_counter() - start)
+
+    def _score_packed(self, n_prompt: int, conts: list[list[int]], group: list[int],
+                      nodes: dict[tuple[int, ...], int]) -> list[float]:
+        """One forward pass over the prefix tree ``nodes`` (prefix -> index) after the cached prompt; the cache
+        is cropped back to the prompt. Returns the log-probability of each candidate's tokens after its first."""
+        import numpy as np
+        import torch
+
+        order = sorted(nodes, key=nodes.__getitem__)
+        n = len(order)
+        dev = self.device
+        dtype = next(self.bundle.model.parameters()).dtype
+        seen = np.zeros((n, n_prompt + n), dtype=bool)
+        seen[:, :n_prompt] = True
+        for k, prefix in enumerate(order):
+            seen[k, [n_prompt + nodes[prefix[:j]] for j in range(1, len(prefix) + 1)]] = True  # self, ancestors
+        mask = torch.zeros((1, 1, n, n_prompt + n), dtype=dtype, device=dev)
+        mask[0, 0][torch.from_numpy(~seen).to(dev)] = torch.finfo(dtype).min
+        tokens = torch.tensor([[p[-1] for p in order]], device=dev)
+        positions = torch.tensor([[n_prompt + len(p) - 1 for p in order]], device=dev)
+        try:
+            logits = self.bundle.model(input_ids=tokens, position_ids=positions, attention_mask=mask,
+                                       past_key_values=self._cache, use_cache=True).logits[0]
+        finally:
+            self._cache.crop(-n)
+        logp = torch.log_softmax(logits.float(), dim=-1)
+        out = []
+        for i in group:
+            c = conts[i]
+            out.append(float(sum(logp[nodes[tuple(c[:j + 1])], c[j + 1]] for j in range(len(c) - 1))))
+        return out
+
+    def score_batch(self, requests: Sequence[ScoreRequest]) -> list[Scores]:
+        return [self.score(messages, candidates) for messages, candidates in requests]
+
+    #: Token budget of one padded forward pass in ``complete_batch`` (rows x longest prompt); lower it with
+    #: ``DUOMEM_BATCH_TOKENS`` when several processes share one GPU (about 20 GB at the default for a 135M model).
+    batch_token_budget: int = 393216
 
     def complete_batch(self, conversations: Sequence[Sequence[Message]], max_tokens: int = 64,
                        stop: Sequence[str] = (), temperature: float = 0.0,

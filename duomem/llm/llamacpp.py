@@ -2,14 +2,50 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from duomem.errors import ModelError
-from duomem.llm.base import Batching, Completion, Message
+from duomem.llm.base import Batching, Candidate, Completion, Constraint, Message, ScoreRequest, Scores
 from duomem.llm.chat_template import render_chat
+from duomem.llm.constrain import continuation_ids, gbnf, log_softmax_at, log_softmax_row, turn_shape
+
+SCORE_SEQUENCES = 64
+"""Sequences of the llama.cpp context: the prompt (sequence 0) and up to 63 candidates scored in one decode."""
+SCORE_BATCH_TOKENS = 256
+"""Candidate tokens per decode of ``score`` (each returns a row of logits: 256 x vocab floats, 50 MB for SmolLM2)."""
+
+_PARAMS_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _parallel_context(n_seq_max: int) -> Iterator[None]:
+    """Make ``Llama`` create its context with ``n_seq_max`` sequences in one unified KV cache.
+
+    llama-cpp-python 0.3.36 sets neither from its constructor (only for embedding models), so the defaults it
+    starts from are amended while the model loads. A unified cache holds ``n_ctx`` cells shared by all
+    sequences; copying the prompt's sequence to a candidate's only tags its cells (nothing is copied)."""
+    import llama_cpp.llama_cpp as lib
+
+    original = lib.llama_context_default_params
+
+    def params():
+        p = original()
+        p.n_seq_max = n_seq_max
+        p.kv_unified = True
+        return p
+
+    with _PARAMS_LOCK:
+        lib.llama_context_default_params = params
+        try:
+            yield
+        finally:
+            lib.llama_context_default_params = original
 
 
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
@@ -38,10 +74,18 @@ class LlamaCppChatModel(Batching):
             raise ModelError(f"adapter file {lora_path} does not exist; export one with `duomem distill export`")
         threads = n_threads or min(2, os.cpu_count() or 1)
         try:
-            self._llm = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
-                              seed=seed, verbose=False, lora_path=str(lora_path) if lora_path else None)
+            with _parallel_context(SCORE_SEQUENCES):
+                self._llm = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
+                                  seed=seed, verbose=False, lora_path=str(lora_path) if lora_path else None)
         except (ValueError, RuntimeError) as exc:
             raise ModelError(f"llama.cpp cannot load {path}: {exc}") from exc
+        import llama_cpp as lib
+
+        self._lib = lib
+        self._vocab = lib.llama_model_get_vocab(self._llm._model.model)
+        self._n_seq = int(lib.llama_n_seq_max(self._llm._ctx.ctx))
+        self._score_batch = None  # a llama_batch, allocated at the first score()
+        self._special: dict[int, str | None] = {}
         self.name = name or Path(path).stem
         self.path = Path(path)
         self.lora_path = lora_path
@@ -66,8 +110,21 @@ class LlamaCppChatModel(Batching):
             return text + "\n" if add_generation_prompt else text
         return render_chat(self.chat_template, messages, self._bos, self._eos, add_generation_prompt)
 
+    def tokenize_raw(self, text: str) -> list[int]:
+        """Token ids of ``text``, special tokens parsed, no BOS."""
+        return self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+
+    def special_text(self, token: int) -> str | None:
+        if token not in self._special:
+            control = bool(self._lib.llama_vocab_is_control(self._vocab, token))
+            self._special[token] = self._token_text(token) if control else None
+        return self._special[token]
+
+    def is_end(self, token: int) -> bool:
+        return bool(self._lib.llama_vocab_is_eog(self._vocab, token))
+
     def tokenize(self, text: str) -> list[int]:
-        tokens = self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+        tokens = self.tokenize_raw(text)
         bos = self._llm.token_bos()
         if self._add_bos and bos >= 0 and (not tokens or tokens[0] != bos):
             tokens.insert(0, bos)
@@ -77,7 +134,12 @@ class LlamaCppChatModel(Batching):
         return len(self.tokenize(self.render(messages)))
 
     def complete(self, messages: Sequence[Message], max_tokens: int = 64, stop: Sequence[str] = (),
-                 temperature: float = 0.0, seed: int | None = None) -> Completion:
+                 temperature: float = 0.0, seed: int | None = None, choices: Constraint | None = None) -> Completion:
+        grammar = None
+        if choices is not None:
+            from llama_cpp import LlamaGrammar
+
+            grammar = LlamaGrammar.from_string(gbnf(choices), verbose=False)
         tokens = self.tokenize(self.render(messages))
         if len(tokens) + max_tokens > self.context_length:
             raise ModelError(f"prompt of {len(tokens)} tokens + {max_tokens} new ones exceeds the context of "
@@ -87,7 +149,7 @@ class LlamaCppChatModel(Batching):
         out = self._llm.create_completion(prompt=tokens, max_tokens=max_tokens, temperature=temperature,
                                           top_p=1.0, top_k=0 if temperature > 0 else 40, repeat_penalty=1.0,
                                           stop=list(stop) or None,
-                                          seed=seed)
+                                          seed=seed, grammar=grammar)
         seconds = time.perf_counter() - start
         choice = out["choices"][0]
         usage = out["usage"]
@@ -95,6 +157,113 @@ class LlamaCppChatModel(Batching):
         return Completion(text=choice["text"], prompt_tokens=usage["prompt_tokens"],
                           completion_tokens=usage["completion_tokens"], seconds=seconds, cached_tokens=cached,
                           finish_reason=choice.get("finish_reason") or "stop")
+
+    # --- scoring ----------------------------------------------------------------------------------------------
+    def score(self, messages: Sequence[Message], candidates: Sequence[Candidate]) -> Scores:
+        """Score each candidate as the assistant's turn (see :meth:`ChatModel.score`).
+
+        The prompt lives in sequence 0 of the KV cache, as for :meth:`complete`: only the tokens after the part
+        already cached are evaluated (at least the last one, whose logits give each candidate's first token).
+        Candidates are then decoded together, each in its own sequence that shares the prompt's cells
+        (``llama_memory_seq_cp``), with logits only at candidate positions; their sequences are removed after, so
+        the next call still finds the prompt cached."""
+        start = time.perf_counter()
+        prompt_text = self.render(messages)
+        prompt = self.tokenize(prompt_text)
+        shape = turn_shape(self.render, messages, prompt_text, bool(self.chat_template))
+        conts = continuation_ids(self, prompt_text, prompt, shape, candidates)
+        longest = max((len(c) for c in conts), default=0)
+        if len(prompt) + longest > self.context_length:
+            raise ModelError(f"prompt of {len(prompt)} tokens + a candidate of {longest} exceeds the context of "
+                             f"{self.context_length}; lower the history budget")
+        llm = self._llm
+        cached = _common_prefix(llm.input_ids[:llm.n_tokens].tolist(), prompt)
+        keep = min(cached, len(prompt) - 1)
+        if not llm._ctx.kv_cache_seq_rm(-1, keep, -1):
+            llm.reset()
+            llm._ctx.kv_cache_clear()
+            keep = 0
+        llm.n_tokens = keep
+        try:
+            llm.eval(prompt[keep:])
+            first = self._logit_rows(self._lib.llama_get_logits_ith(llm._ctx.ctx, -1), 1)
+            evaluated = len(prompt) - keep + self._score_candidates(len(prompt), conts, first, out := [])
+        finally:
+            llm._requires_eval = True  # the last logits are a candidate's now: complete() re-evaluates one token
+        self._last_tokens = list(prompt)
+        return Scores(logprobs=out, n_tokens=[len(c) for c in conts], prompt_tokens=len(prompt),
+                      cached_tokens=min(cached, len(prompt)), evaluated_tokens=evaluated,
+                      seconds=time.perf_counter() - start)
+
+    def score_batch(self, requests: Sequence[ScoreRequest]) -> list[Scores]:
+        return [self.score(messages, candidates) for messages, candidates in requests]
+
+    def _logit_rows(self, pointer, n_rows: int):
+        import numpy as np
+
+        n_vocab = self._llm.n_vocab()
+        return np.ctypeslib.as_array(ctypes.cast(pointer, ctypes.POINTER(ctypes.c_float)),
+                                     shape=(n_rows, n_vocab)).copy()
+
+    def _score_candidates(self, n_prompt: int, conts: list[list[int]], first, out: list[float]) -> int:
+        """Append each candidate's summed log-probability to ``out``; returns the tokens decoded.
+
+        Candidates that start alike share their common tokens: a token of the batch belongs to every candidate
+        sequence whose tokens so far are the same (a prefix tree laid out in the batch), so ``go to cabinet``
+        is decoded once for all the cabinets."""
+        lib, llm = self._lib, self._llm
+        mem = lib.llama_get_memory(llm._ctx.ctx)
+        budget = min(SCORE_BATCH_TOKENS, llm.n_batch, llm.n_ctx() - n_prompt)
+        if self._score_batch is None:
+            self._score_batch = lib.llama_batch_init(min(SCORE_BATCH_TOKENS, llm.n_batch), 0, self._n_seq)
+        batch = self._score_batch
+        head = log_softmax_row(first[0])
+        totals = [float(head[c[0]]) if c else 0.0 for c in conts]
+        pending = [i for i, c in enumerate(conts) if len(c) > 1]  # the last token is predicted, never fed
+        decoded = 0
+        while pending:
+            group: list[int] = []
+            nodes: dict[tuple[int, ...], list[int]] = {}  # fed prefix -> the sequences (1-based) sharing it
+            for i in list(pending):
+                fed = conts[i][:-1]
+                new = sum(1 for j in range(len(fed)) if tuple(fed[:j + 1]) not in nodes)
+                if len(group) >= self._n_seq - 1 or len(nodes) + new > budget:
+                    break
+                group.append(i)
+                pending.remove(i)
+                for j in range(len(fed)):
+                    nodes.setdefault(tuple(fed[:j + 1]), []).append(len(group))
+            if not group:
+                raise ModelError(f"a candidate of {len(conts[pending[0]])} tokens does not fit one scoring batch "
+                                 f"({budget} tokens) or the context")
+            row_of: dict[tuple[int, ...], int] = {}
+            for k, (prefix, seqs) in enumerate(sorted(nodes.items())):  # a prefix sorts before its extensions
+                row_of[prefix] = k
+                batch.token[k] = prefix[-1]
+                batch.pos[k] = n_prompt + len(prefix) - 1
+                batch.n_seq_id[k] = len(seqs)
+                for n, seq in enumerate(seqs):
+                    batch.seq_id[k][n] = seq
+                batch.logits[k] = 1
+            batch.n_tokens = len(nodes)
+            for seq in range(1, len(group) + 1):
+                lib.llama_memory_seq_cp(mem, 0, seq, -1, -1)
+            try:
+                rc = lib.llama_decode(llm._ctx.ctx, batch)
+                if rc != 0:
+                    raise ModelError(f"llama.cpp could not decode the candidates (llama_decode returned {rc})")
+                rows = self._logit_rows(lib.llama_get_logits(llm._ctx.ctx), len(nodes))
+            finally:
+                for seq in range(1, len(group) + 1):
+                    lib.llama_memory_seq_rm(mem, seq, -1, -1)
+            picks = [(i, row_of[tuple(conts[i][:j + 1])], conts[i][j + 1])
+                     for i in group for j in range(len(conts[i]) - 1)]
+            for (i, _, _), lp in zip(picks, log_softmax_at(rows[[r for _, r, _ in picks]], [t for _, _, t in picks]),
+                                     strict=True):
+                totals[i] += lp
+            decoded += len(nodes)
+        out.extend(totals)
+        return decoded
 
     def decode_speed(self, n_tokens: int = 128, prompt: str = "Once upon a time") -> dict[str, float]:
         """Raw llama.cpp speed, no agent around it: prompt tokens/s and greedy decode tokens/s."""
@@ -119,4 +288,7 @@ class LlamaCppChatModel(Batching):
                 "decode_tokens": produced}
 
     def close(self) -> None:
+        if self._score_batch is not None:
+            self._lib.llama_batch_free(self._score_batch)
+            self._score_batch = None
         self._llm.close()
