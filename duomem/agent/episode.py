@@ -10,6 +10,7 @@ import random
 import time
 from dataclasses import dataclass
 
+from duomem.agent.parsing import INVALID_MATCHES
 from duomem.agent.trajectory import Step, Trajectory
 from duomem.envs.base import Observation, TaskSpec
 from duomem.llm.base import Completion
@@ -51,7 +52,7 @@ class EpisodeState:
         self.memory_ids: list[str] = []
         self.start = time.perf_counter()
         self.env_s = self.llm_s = 0.0
-        self.prompt_tokens = self.completion_tokens = self.cached_tokens = 0
+        self.prompt_tokens = self.completion_tokens = self.cached_tokens = self.scored_tokens = 0
         self.invalid = self.thinks = self.env_steps = 0
         self.error: str | None = None
         self.expert_error: str | None = None
@@ -92,6 +93,7 @@ class EpisodeState:
             self.prompt_tokens += c.prompt_tokens
             self.completion_tokens += c.completion_tokens
             self.cached_tokens += c.cached_tokens
+            self.scored_tokens += c.scored_tokens
         if decision.kind == "think":
             self.thinks += 1
             self.traj.steps.append(Step(kind="think", text=decision.command, observation=THINK_ANSWER,
@@ -100,7 +102,7 @@ class EpisodeState:
                                    expert_action=self.obs.expert_action)
             self._check_limit()
             return None
-        self.invalid += decision.match in ("closest", "empty", "unmatched")
+        self.invalid += decision.match in INVALID_MATCHES
         self._pending = decision
         return decision.command
 

@@ -21,7 +21,8 @@ class Step(BaseModel):
     raw: str | None = None
     """The model's raw output, where a model produced the step."""
     match: str = "exact"
-    """How the output was mapped onto a command: exact, normalised, closest, empty or think."""
+    """How the output became the command: exact, normalised, unmatched, forced, empty, think or scored (see
+    ``duomem.agent.parsing``; ``closest`` in records made before free-mode substitution was removed)."""
 
 
 class Trajectory(BaseModel):

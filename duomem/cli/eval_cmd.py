@@ -54,6 +54,9 @@ def _default_name(spec: RolloutSpec, split: str, games: int | None) -> str:
                     + ("-sametype" if spec.retrieval == "same_type" else ""))
     if spec.policy == "llm" and not tags:
         tags.append("nomem")
+    if spec.policy == "llm" and spec.action_selection != "free":
+        tags.append(spec.action_selection + ("-mean" if spec.action_selection == "score" and
+                                             spec.score_norm == "mean" else ""))
     if games:
         tags.append(f"n{games}")
     return "-".join([who, *tags, split])
@@ -82,6 +85,12 @@ def eval_command(
     = "train",
     memory_format: Annotated[str | None, typer.Option(help="How memories are shown: script, trajectory, both or "
                                                            "abstract (default: the bank's format).")] = None,
+    actions: Annotated[str, typer.Option(help="Action selection: free (generate; text that is no admissible "
+                                              "command is played as written), grammar (decoding constrained to "
+                                              "a command or a thought) or score (the most probable admissible "
+                                              "command or think:).")] = "free",
+    score_norm: Annotated[str, typer.Option(help="With --actions score: sum (summed token log-probability) or "
+                                                 "mean (per token).")] = "sum",
     history_window: Annotated[int | None, typer.Option(help="Keep only the last N turns (default: all).")] = None,
     backend: Annotated[str, typer.Option(help="auto, llamacpp, transformers or openai.")] = "auto",
     device: Annotated[str, typer.Option(help="transformers backend device: cpu or cuda.")] = "cpu",
@@ -102,6 +111,8 @@ def eval_command(
 
     spec = _spec(policy=policy, model=model, max_steps=max_steps, adapter=adapter, memory=memory, top_k=top_k,
                  retrieval=retrieval, shots=shots, fewshot=fewshot, memory_format=memory_format,
+                 action_selection=actions if policy == "llm" else None,
+                 score_norm=score_norm if policy == "llm" else None,
                  history_window=history_window, backend=backend, device=device,
                  threads=threads, seed=seed, temperature=temperature, batch=batch,
                  expert_fix=expert_fix if policy == "expert" else None)

@@ -44,6 +44,7 @@ def to_record(state: EpisodeState, adapter: str | None, memory_bank: str | None,
         prompt_tokens=state.prompt_tokens, completion_tokens=state.completion_tokens,
         cached_prompt_tokens=state.cached_tokens,
         tokens_per_s=state.completion_tokens / state.llm_s if state.llm_s > 0 else 0.0,
+        scored_tokens=state.scored_tokens, action_selection=action_selection,
         peak_rss_mb=peak_rss_mb(), ended_at=time.time(), error=state.error, expert_error=state.expert_error,
         trajectory=traj,
     )

@@ -42,7 +42,8 @@ def build_policy(spec: RolloutSpec) -> Policy:
         memory = MemoryBank.load(spec.memory).retriever(top_k=spec.top_k, retrieval=spec.retrieval,
                                                         memory_format=spec.memory_format)
     return ReActAgent(model, shots=spec.shots, memory=memory, history_window=spec.history_window,
-                      max_new_tokens=spec.max_new_tokens, temperature=spec.temperature, fewshot=spec.fewshot)
+                      max_new_tokens=spec.max_new_tokens, temperature=spec.temperature, fewshot=spec.fewshot,
+                      action_selection=spec.action_selection, score_norm=spec.score_norm)
 
 
 @dataclass
@@ -129,7 +130,8 @@ class Player:
             if not done:
                 return
             for slot in done:
-                yield to_record(slot.state, self.spec.adapter, self.spec.memory, self.leakage_guard)
+                yield to_record(slot.state, self.spec.adapter, self.spec.memory, self.leakage_guard,
+                                self.spec.action_selection if self.spec.policy == "llm" else None)
             self._begin([s for s in done if self._start(s, queue)])
 
     def close(self) -> None:

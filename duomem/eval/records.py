@@ -34,6 +34,10 @@ class EpisodeRecord(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_prompt_tokens: int = 0
+    scored_tokens: int = 0
+    """Candidate tokens evaluated to choose actions by likelihood (``action_selection: score``)."""
+    action_selection: str | None = None
+    """``free``, ``grammar`` or ``score`` for an LLM policy."""
     tokens_per_s: float = 0.0
     """Completion tokens per second of model time."""
     peak_rss_mb: float = 0.0

@@ -208,6 +208,8 @@ def write_summary(out_dir: Path, spec: RolloutSpec, tasks: Sequence[TaskSpec], s
         "max_steps": spec.max_steps,
         "seed": spec.seed,
         "backend": spec.backend,
+        "action_selection": spec.action_selection if spec.policy == "llm" else None,
+        "score_norm": spec.score_norm if spec.action_selection == "score" else None,
         "batch": spec.batch,
         "spec": spec.key_fields(),
         "game_source": ",".join(sorted({t.source for t in tasks})),

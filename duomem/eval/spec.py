@@ -39,6 +39,12 @@ class RolloutSpec(BaseModel):
     """How retrieved memories are shown (None: the bank's own format)."""
     history_window: int | None = Field(None, ge=1)
     max_steps: int = Field(MAX_STEPS, ge=1, le=500)
+    action_selection: Literal["free", "grammar", "score"] = "free"
+    """How the LLM's answer becomes a command: ``free`` text mapped onto a command (never onto another one),
+    ``grammar``-constrained decoding to a command or a thought, or ``score``: the admissible command (or
+    ``think:``) with the highest log-probability."""
+    score_norm: Literal["sum", "mean"] = "sum"
+    """``score``: a candidate's summed token log-probability, or its mean per token (length-normalised)."""
     max_new_tokens: int = Field(64, ge=4, le=1024)
     temperature: float = Field(0.0, ge=0.0, le=2.0)
     seed: int = 0
@@ -99,5 +105,6 @@ class RolloutSpec(BaseModel):
         return hashlib.sha256(json.dumps(self.key_fields(), sort_keys=True).encode()).hexdigest()[:16]
 
 
-_LATER_FIELDS = {"retrieval": "similarity", "fewshot": "train", "memory_format": None, "batch": 1, "batch_tokens": 393216, "request_timeout": 120.0,
+_LATER_FIELDS = {"retrieval": "similarity", "fewshot": "train", "memory_format": None, "action_selection": "free",
+                 "score_norm": "sum", "batch": 1, "batch_tokens": 393216, "request_timeout": 120.0,
                  "request_retries": 5, "request_concurrency": 8}

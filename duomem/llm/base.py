@@ -28,6 +28,8 @@ class Completion:
     cached_tokens: int = 0
     """Prompt tokens served from the KV cache of the previous call (0 where the backend cannot tell)."""
     finish_reason: str = "stop"
+    scored_tokens: int = 0
+    """Candidate tokens evaluated to choose this answer by likelihood (action selection ``score``)."""
 
 
 @dataclass(frozen=True)
@@ -120,8 +122,10 @@ class ChatModel(Protocol):
         stop: Sequence[str] = (),
         temperature: float = 0.0,
         seeds: Sequence[int | None] | None = None,
+        choices: Sequence[Constraint | None] | None = None,
     ) -> list[Completion]:
-        """The next assistant turn of each conversation, ``seeds[i]`` seeding row ``i`` (see :class:`Batching`)."""
+        """The next assistant turn of each conversation, ``seeds[i]`` seeding row ``i`` and ``choices[i]``
+        constraining it (see :class:`Batching`)."""
         ...
 
     def count_tokens(self, messages: Sequence[Message]) -> int:
@@ -139,7 +143,14 @@ class Batching:
 
     def complete_batch(self, conversations: Sequence[Sequence[Message]], max_tokens: int = 64,
                        stop: Sequence[str] = (), temperature: float = 0.0,
-                       seeds: Sequence[int | None] | None = None) -> list[Completion]:
-        seeds = list(seeds) if seeds is not None else [None] * len(conversations)
-        return [self.complete(c, max_tokens=max_tokens, stop=stop, temperature=temperature, seed=s)  # type: ignore[attr-defined]
-                for c, s in zip(conversations, seeds, strict=True)]
+                       seeds: Sequence[int | None] | None = None,
+                       choices: Sequence[Constraint | None] | None = None) -> list[Completion]:
+        n = len(conversations)
+        seeds = list(seeds) if seeds is not None else [None] * n
+        choices = list(choices) if choices is not None else [None] * n
+        return [self.complete(c, max_tokens=max_tokens, stop=stop, temperature=temperature, seed=s,  # type: ignore[attr-defined]
+                              choices=k) for c, s, k in zip(conversations, seeds, choices, strict=True)]
+
+    def score_batch(self, requests: Sequence[ScoreRequest]) -> list[Scores]:
+        """One ``score`` per prompt."""
+        return [self.score(messages, candidates) for messages, candidates in requests]  # type: ignore[attr-defined]

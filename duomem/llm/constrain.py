@@ -124,8 +124,8 @@ def _gbnf_literal(text: str) -> str:
 
 
 def gbnf(constraint: Constraint) -> str:
-    """A GBNF grammar: exactly one of the commands, or ``think:`` and free text without a newline; an optional
-    newline may end either (the agent's stop string)."""
+    """A GBNF grammar: exactly one of the commands, or ``think:`` and some free text without a newline; an
+    optional newline may end either (the agent's stop string)."""
     constraint_candidates(constraint)  # the emptiness check
     branches, rules = [], []
     if constraint.commands:
@@ -133,7 +133,7 @@ def gbnf(constraint: Constraint) -> str:
         rules.append("command ::= " + " | ".join(_gbnf_literal(c) for c in dict.fromkeys(constraint.commands)))
     if constraint.allow_think:
         branches.append("thought")
-        rules.append(f"thought ::= {_gbnf_literal(THINK_PREFIX)} [^\\n]*")
+        rules.append(f"thought ::= {_gbnf_literal(THINK_PREFIX)} \" \"? [^\\n ] [^\\n]*")  # a thought says something
     return "\n".join([f'root ::= ({" | ".join(branches)}) "\\n"?', *rules]) + "\n"
 
 

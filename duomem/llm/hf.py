@@ -353,7 +353,8 @@ class TransformersChatModel:
 
     def complete_batch(self, conversations: Sequence[Sequence[Message]], max_tokens: int = 64,
                        stop: Sequence[str] = (), temperature: float = 0.0,
-                       seeds: Sequence[int | None] | None = None) -> list[Completion]:
+                       seeds: Sequence[int | None] | None = None,
+                       choices: Sequence[Constraint | None] | None = None) -> list[Completion]:
         """Left-padded batched ``generate`` for several conversations (no KV reuse across calls).
 
         One conversation is one :meth:`complete` (reusing the KV cache of the last call). Greedy prompts are sorted
@@ -363,8 +364,10 @@ class TransformersChatModel:
         if not conversations:
             return []
         seeds = list(seeds) if seeds is not None else [None] * len(conversations)
-        if len(conversations) == 1:
-            return [self.complete(conversations[0], max_tokens, stop, temperature, seeds[0])]
+        if len(conversations) == 1 or (choices is not None and any(c is not None for c in choices)):
+            rows = list(choices) if choices is not None else [None]
+            return [self.complete(c, max_tokens, stop, temperature, s, k)  # constrained rows: one at a time
+                    for c, s, k in zip(conversations, seeds, rows, strict=True)]
         encoded = [encode(self.bundle, render(self.bundle, m)) for m in conversations]
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
         results: list[Completion | None] = [None] * len(encoded)

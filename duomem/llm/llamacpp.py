@@ -11,7 +11,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from duomem.errors import ModelError
-from duomem.llm.base import Batching, Candidate, Completion, Constraint, Message, ScoreRequest, Scores
+from duomem.llm.base import Batching, Candidate, Completion, Constraint, Message, Scores
 from duomem.llm.chat_template import render_chat
 from duomem.llm.constrain import continuation_ids, gbnf, log_softmax_at, log_softmax_row, turn_shape
 
@@ -194,9 +194,6 @@ class LlamaCppChatModel(Batching):
         return Scores(logprobs=out, n_tokens=[len(c) for c in conts], prompt_tokens=len(prompt),
                       cached_tokens=min(cached, len(prompt)), evaluated_tokens=evaluated,
                       seconds=time.perf_counter() - start)
-
-    def score_batch(self, requests: Sequence[ScoreRequest]) -> list[Scores]:
-        return [self.score(messages, candidates) for messages, candidates in requests]
 
     def _logit_rows(self, pointer, n_rows: int):
         import numpy as np

@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 
 from duomem import settings
 from duomem.errors import ModelError
-from duomem.llm.base import Batching, Completion, Message
+from duomem.llm.base import Batching, Candidate, Completion, Constraint, Message, Scores
 
 T = TypeVar("T")
 
@@ -201,7 +201,10 @@ class OpenAIChatModel(Batching):
 
     # --- the protocol ---------------------------------------------------------------------------------------
     def complete(self, messages: Sequence[Message], max_tokens: int = 64, stop: Sequence[str] = (),
-                 temperature: float = 0.0, seed: int | None = None) -> Completion:
+                 temperature: float = 0.0, seed: int | None = None, choices: Constraint | None = None) -> Completion:
+        if choices is not None:
+            raise ModelError("grammar-constrained actions are not available on the openai backend (servers differ "
+                             "in how they take a grammar); choose the free or score action selection")
         payload = [{"role": m["role"], "content": m["content"]} for m in messages]
         kwargs: dict[str, Any] = {"model": self.model, "messages": payload, "max_tokens": max_tokens,
                                   "temperature": temperature, "seed": self.seed if seed is None else seed}
@@ -228,16 +231,21 @@ class OpenAIChatModel(Batching):
 
     def complete_batch(self, conversations: Sequence[Sequence[Message]], max_tokens: int = 64,
                        stop: Sequence[str] = (), temperature: float = 0.0,
-                       seeds: Sequence[int | None] | None = None) -> list[Completion]:
+                       seeds: Sequence[int | None] | None = None,
+                       choices: Sequence[Constraint | None] | None = None) -> list[Completion]:
         """Up to ``concurrency`` requests in flight at once; answers in the order of ``conversations``."""
-        if len(conversations) <= 1:
-            return super().complete_batch(conversations, max_tokens, stop, temperature, seeds)
+        if len(conversations) <= 1 or (choices is not None and any(c is not None for c in choices)):
+            return super().complete_batch(conversations, max_tokens, stop, temperature, seeds, choices)
         from concurrent.futures import ThreadPoolExecutor
 
         seeds = list(seeds) if seeds is not None else [None] * len(conversations)
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
             return list(pool.map(lambda c, s: self.complete(c, max_tokens, stop, temperature, s),
                                  conversations, seeds))
+
+    def score(self, messages: Sequence[Message], candidates: Sequence[Candidate]) -> Scores:
+        raise ModelError(f"the model server at {self.base_url} is reached through the chat API, which returns no "
+                         "log-probabilities of given text; choose the free action selection for this model")
 
     def count_tokens(self, messages: Sequence[Message]) -> int:
         """The server's count where it can tokenize (see the module's notes), else an estimate."""

@@ -99,7 +99,8 @@ class Pipeline:
                            n_ctx=cfg.student.n_ctx,
                            max_steps=cfg.eval.max_steps, seed=cfg.seed, threads=cfg.eval.threads,
                            backend=backend, device=cfg.eval.device,
-                           batch=cfg.eval.batch if backend == "transformers" else 1, **kw)
+                           batch=cfg.eval.batch if backend == "transformers" else 1,
+                           action_selection=cfg.eval.action_selection, score_norm=cfg.eval.score_norm, **kw)
 
     def teacher_spec(self, max_steps: int | None = None) -> RolloutSpec:
         """The teacher as it plays: the evaluation row (``eval.max_steps``) or its collection
@@ -132,6 +133,8 @@ class Pipeline:
         backend = self.collect_backend
         inputs = {"student": cfg.student.model_dump(exclude={"collect_backend"}), "games": _ids(tasks),
                   "max_steps": cfg.eval.max_steps, "seed": cfg.seed, "backend": backend}
+        if cfg.eval.action_selection != "free":
+            inputs.update(action_selection=cfg.eval.action_selection, score_norm=cfg.eval.score_norm)
         spec = self.student_spec(backend=backend)
         return self.stages.run("student_collect", inputs, lambda d: collect(
             spec, tasks, d, samples=1, workers=self._workers(spec), show_progress=self.show_progress))
