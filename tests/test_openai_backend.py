@@ -214,3 +214,107 @@ def test_server_dying_mid_run_keeps_finished_episodes(gguf: Path, prepared: Path
         assert kept[0]["steps"] == 3 and kept[0]["error"] is None
     finally:
         srv.stop()
+
+
+# --- action selection (issue 13) ------------------------------------------------------------------------------------
+COMMANDS = ("go to cabinet 1", "go to cabinet 10", "go to fridge 1", "open fridge 1", "look")
+
+
+def test_score_from_prompt_logprobs_matches_llamacpp(server: Server, smollm2_model):
+    """llama-cpp-python's server returns prompt log-probabilities (``logits_all``, its default): the scores equal
+    the llama.cpp backend's on the same GGUF, token for token (within llama.cpp's batch-shape noise)."""
+    from duomem.llm.base import Candidate
+    from duomem.llm.openai_backend import OpenAIChatModel
+
+    model = OpenAIChatModel(ALIAS, server.url, context_length=2048)
+    candidates = [Candidate(c) for c in COMMANDS] + [Candidate("think:", ends_turn=False)]
+    remote = model.score(MESSAGES, candidates)
+    local = smollm2_model.score(MESSAGES, candidates)
+    assert remote.n_tokens == local.n_tokens and remote.prompt_tokens == local.prompt_tokens
+    assert remote.logprobs == pytest.approx(local.logprobs, abs=0.5)
+    assert sum(abs(a - b) < 1e-3 for a, b in zip(remote.logprobs, local.logprobs, strict=True)) >= 3
+    model.close()
+
+
+def test_grammar_through_the_server(server: Server):
+    from duomem.llm.base import Constraint
+    from duomem.llm.openai_backend import OpenAIChatModel
+
+    model = OpenAIChatModel(ALIAS, server.url, context_length=2048)
+    for allow_think in (False, True):
+        choices = Constraint(COMMANDS, allow_think=allow_think)
+        out = model.complete(MESSAGES, max_tokens=24, stop=["\n"], choices=choices)
+        assert choices.accepts(out.text), out.text
+    model.close()
+
+
+class _NoLogprobs:
+    """A tiny OpenAI-compatible server on loopback that completes but returns no log-probabilities and ignores
+    grammars (as many hosted APIs do)."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:
+                pass
+
+            def _send(self, body: dict, status: int = 200) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:
+                if self.path.endswith("/models"):
+                    self._send({"object": "list", "data": [{"id": ALIAS, "object": "model"}]})
+                else:
+                    self._send({"error": {"message": "not found"}}, 404)
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", 0))
+                json.loads(self.rfile.read(length) or b"{}")
+                usage = {"prompt_tokens": 10, "completion_tokens": 1, "total_tokens": 11}
+                if self.path.endswith("/chat/completions"):
+                    self._send({"id": "x", "object": "chat.completion", "created": 0, "model": ALIAS, "usage": usage,
+                                "choices": [{"index": 0, "finish_reason": "stop",
+                                             "message": {"role": "assistant", "content": "I would open it"}}]})
+                elif self.path.endswith("/completions"):
+                    self._send({"id": "x", "object": "text_completion", "created": 0, "model": ALIAS,
+                                "usage": usage, "choices": [{"index": 0, "text": "x", "finish_reason": "length",
+                                                             "logprobs": None}]})
+                else:
+                    self._send({"error": {"message": "not found"}}, 404)
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_no_prompt_logprobs_or_grammar_is_a_clear_error(fast_retries: None):
+    from duomem.llm.base import Candidate, Constraint
+    from duomem.llm.openai_backend import OpenAIChatModel
+
+    fake = _NoLogprobs()
+    try:
+        chatml = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+                  "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+        model = OpenAIChatModel(ALIAS, fake.url, chat_template=chatml)
+        with pytest.raises(ModelError, match=r"does not return prompt log-probabilities.*--actions free"):
+            model.score(MESSAGES, [Candidate("look")])
+        with pytest.raises(ModelError, match=r"ignored the grammar.*--actions free"):
+            model.complete(MESSAGES, max_tokens=8, choices=Constraint(COMMANDS))
+        model.close()
+        bare = OpenAIChatModel("some-hosted-model", fake.url)
+        with pytest.raises(ModelError, match=r"chat template.*--actions free"):
+            bare.score(MESSAGES, [Candidate("look")])
+        bare.close()
+    finally:
+        fake.stop()

@@ -178,7 +178,7 @@ class LlamaCppChatModel(Batching):
                              f"{self.context_length}; lower the history budget")
         llm = self._llm
         cached = _common_prefix(llm.input_ids[:llm.n_tokens].tolist(), prompt)
-        keep = min(cached, len(prompt) - 1)
+        keep = min(cached, max(len(prompt) - 2, 0))  # two tokens at least: see _score_candidates
         if not llm._ctx.kv_cache_seq_rm(-1, keep, -1):
             llm.reset()
             llm._ctx.kv_cache_clear()

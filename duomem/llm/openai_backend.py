@@ -12,6 +12,15 @@ template applied; llama-cpp-python's ``/extras/tokenize/count`` and llama.cpp se
 message's text, plus :data:`MESSAGE_OVERHEAD` tokens per message for the template); otherwise an estimate of
 one token per :data:`CHARS_PER_TOKEN` characters plus the same overhead. Completions report the server's
 ``usage``.
+
+Action selection (issue 13). ``score`` renders the conversation with the model's chat template (the
+``chat_template`` argument, else the one llama.cpp's server reports at ``/props``, else that of the packaged
+model of the same name) and asks the completions endpoint for the prompt's log-probabilities (``echo`` with
+``logprobs``, one new token): once for the prompt alone and once per candidate with its continuation appended;
+a candidate's log-probability is the sum over the tokens after the prompt's. vLLM and llama-cpp-python's server
+(``logits_all``, its default) return them; a server that does not ends in a :class:`ModelError` that says to use
+``--actions free``. Constrained ``complete`` sends a GBNF ``grammar`` (llama.cpp's servers honour it) and checks
+the answer: a server that ignored it ends in a :class:`ModelError` too.
 """
 
 from __future__ import annotations
@@ -70,7 +79,7 @@ class OpenAIChatModel(Batching):
     def __init__(self, model: str, base_url: str, seed: int = 0, api_key: str | None = None,
                  context_length: int | None = None, timeout: float | None = None,
                  max_tries: int | None = None, backoff: float | None = None, name: str | None = None,
-                 check: bool = True, concurrency: int | None = None) -> None:
+                 check: bool = True, concurrency: int | None = None, chat_template: str | None = None) -> None:
         try:
             import openai
         except ImportError as exc:  # pragma: no cover - an optional dependency
@@ -92,6 +101,8 @@ class OpenAIChatModel(Batching):
         self._answered = False
         self._tokenizer: str | None = None  # "messages", "extras", "llamacpp" or "estimate" once probed
         self._text_counts: dict[str, int] = {}
+        self.chat_template = chat_template
+        self._template_probed = chat_template is not None
         user_context = context_length
         served = self._check_server() if check else None
         if served and user_context:
@@ -202,14 +213,15 @@ class OpenAIChatModel(Batching):
     # --- the protocol ---------------------------------------------------------------------------------------
     def complete(self, messages: Sequence[Message], max_tokens: int = 64, stop: Sequence[str] = (),
                  temperature: float = 0.0, seed: int | None = None, choices: Constraint | None = None) -> Completion:
-        if choices is not None:
-            raise ModelError("grammar-constrained actions are not available on the openai backend (servers differ "
-                             "in how they take a grammar); choose the free or score action selection")
         payload = [{"role": m["role"], "content": m["content"]} for m in messages]
         kwargs: dict[str, Any] = {"model": self.model, "messages": payload, "max_tokens": max_tokens,
                                   "temperature": temperature, "seed": self.seed if seed is None else seed}
         if stop:
             kwargs["stop"] = list(stop)[:MAX_SERVER_STOPS]
+        if choices is not None:
+            from duomem.llm.constrain import gbnf
+
+            kwargs["extra_body"] = {"grammar": gbnf(choices)}
         start = time.perf_counter()
         response = self._retrying(lambda: self._client.chat.completions.create(**kwargs), "chat completion")
         seconds = time.perf_counter() - start
@@ -226,6 +238,10 @@ class OpenAIChatModel(Batching):
             cached = (getattr(details, "cached_tokens", 0) or 0) if details is not None else 0
         else:  # a server that reports no usage: estimates
             prompt_tokens, completion_tokens, cached = self.count_tokens(messages), self._estimate(text), 0
+        if choices is not None and finish == "stop" and not choices.accepts(text):
+            raise ModelError(f"the model server at {self.base_url} ignored the grammar (it answered "
+                             f"{_one_line(text, 80)!r}, not one of the commands); grammar-constrained actions need "
+                             "llama.cpp's server: use --actions free or score")
         return Completion(text=text, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
                           seconds=seconds, cached_tokens=cached, finish_reason=finish)
 
@@ -234,18 +250,95 @@ class OpenAIChatModel(Batching):
                        seeds: Sequence[int | None] | None = None,
                        choices: Sequence[Constraint | None] | None = None) -> list[Completion]:
         """Up to ``concurrency`` requests in flight at once; answers in the order of ``conversations``."""
-        if len(conversations) <= 1 or (choices is not None and any(c is not None for c in choices)):
+        if len(conversations) <= 1:
             return super().complete_batch(conversations, max_tokens, stop, temperature, seeds, choices)
         from concurrent.futures import ThreadPoolExecutor
 
-        seeds = list(seeds) if seeds is not None else [None] * len(conversations)
+        n = len(conversations)
+        seeds = list(seeds) if seeds is not None else [None] * n
+        rows = list(choices) if choices is not None else [None] * n
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
-            return list(pool.map(lambda c, s: self.complete(c, max_tokens, stop, temperature, s),
-                                 conversations, seeds))
+            return list(pool.map(lambda c, s, k: self.complete(c, max_tokens, stop, temperature, s, k),
+                                 conversations, seeds, rows))
 
+    # --- scoring --------------------------------------------------------------------------------------------
     def score(self, messages: Sequence[Message], candidates: Sequence[Candidate]) -> Scores:
-        raise ModelError(f"the model server at {self.base_url} is reached through the chat API, which returns no "
-                         "log-probabilities of given text; choose the free action selection for this model")
+        """Score each candidate from the server's prompt log-probabilities (see the module's notes). The server
+        evaluates prompt + candidate once per candidate (its own prefix cache, where it has one, serves the
+        shared prompt); ``cached_tokens`` and ``evaluated_tokens`` are what the server reported, where it did."""
+        from duomem.llm.chat_template import render_chat
+        from duomem.llm.constrain import turn_shape
+
+        start = time.perf_counter()
+        template = self._chat_template()
+
+        def render(msgs: Sequence[Message], gen: bool) -> str:
+            return render_chat(template, msgs, "", "", gen)
+
+        prompt_text = render(messages, True)
+        shape = turn_shape(render, messages, prompt_text, True)
+        base, _, n_prompt, cached = self._echo(prompt_text)
+        logprobs, n_tokens, evaluated = [], [], n_prompt - cached
+        for cand in candidates:
+            tokens, lps, n_full, hit = self._echo(prompt_text + shape.text_to_end(cand))
+            if tokens[:len(base)] != base:
+                raise ModelError(f"the server tokenizes the prompt differently when {cand.text!r} follows it, so it "
+                                 "cannot be scored as a continuation; use --actions free")
+            tail = lps[len(base):]
+            logprobs.append(float(sum(tail)))
+            n_tokens.append(len(tail))
+            evaluated += n_full - hit
+            cached += hit
+        return Scores(logprobs=logprobs, n_tokens=n_tokens, prompt_tokens=n_prompt, cached_tokens=cached,
+                      evaluated_tokens=evaluated, seconds=time.perf_counter() - start)
+
+    def _echo(self, text: str) -> tuple[list[str], list[float], int, int]:
+        """The tokens of ``text`` as the server echoes them, each one's log-probability (the first, which has
+        none, as 0), the prompt's token count and how many of them the server says it had cached."""
+        openai = self._openai
+
+        def request() -> Any:
+            try:
+                return self._client.completions.create(model=self.model, prompt=text, max_tokens=1, temperature=0.0,
+                                                       echo=True, logprobs=1, seed=self.seed)
+            except openai.APIStatusError as exc:
+                if exc.status_code < 500 or "logprob" in _detail(exc).lower() or "logits_all" in _detail(exc):
+                    raise ModelError(f"the model server at {self.base_url} does not return prompt log-probabilities "
+                                     f"(HTTP {exc.status_code}: {_detail(exc, 120)}); use --actions free") from None
+                raise
+
+        response = self._retrying(request, "scoring completion")
+        choice = response.choices[0] if getattr(response, "choices", None) else None
+        logprobs = getattr(choice, "logprobs", None)
+        tokens = list(getattr(logprobs, "tokens", None) or [])
+        values = list(getattr(logprobs, "token_logprobs", None) or [])
+        if not tokens or len(values) != len(tokens) or all(v is None for v in values[1:]):
+            raise ModelError(f"the model server at {self.base_url} does not return prompt log-probabilities "
+                             "(echo with logprobs); use --actions free")
+        usage = getattr(response, "usage", None)
+        generated = int(getattr(usage, "completion_tokens", 0) or 0) if usage is not None else 1
+        if generated:
+            tokens, values = tokens[:-generated], values[:-generated]
+        details = getattr(usage, "prompt_tokens_details", None) if usage is not None else None
+        hit = int(getattr(details, "cached_tokens", 0) or 0) if details is not None else 0
+        n_prompt = int(getattr(usage, "prompt_tokens", 0) or 0) if usage is not None else 0
+        return tokens, [float(v) if v is not None else 0.0 for v in values], n_prompt or len(tokens), hit
+
+    def _chat_template(self) -> str:
+        """The model's chat template: given, else from llama.cpp server's ``/props``, else the packaged model's."""
+        if not self._template_probed:
+            self._template_probed = True
+            try:
+                found = self._http_json("GET", f"{self.root_url}/props", None).get("chat_template")
+                self.chat_template = found if isinstance(found, str) and found else None
+            except (OSError, ValueError):
+                self.chat_template = None
+            if self.chat_template is None:
+                self.chat_template = _packaged_template(self.model)
+        if not self.chat_template:
+            raise ModelError(f"scoring commands with the model server at {self.base_url} needs the model's chat "
+                             "template, which the server does not report; pass chat_template, or use --actions free")
+        return self.chat_template
 
     def count_tokens(self, messages: Sequence[Message]) -> int:
         """The server's count where it can tokenize (see the module's notes), else an estimate."""
@@ -310,6 +403,20 @@ class OpenAIChatModel(Batching):
     def _estimate_messages(self, messages: Sequence[Message]) -> int:
         return (MESSAGE_OVERHEAD * len(messages) + GENERATION_OVERHEAD
                 + sum(self._estimate(m["content"]) for m in messages))
+
+
+def _packaged_template(model: str) -> str | None:
+    """The chat template of the packaged model called ``model`` (when a server serves one of them), if installed."""
+    try:
+        from duomem.llm.registry import PACKAGED, gguf_metadata, resolve
+
+        if model not in PACKAGED:
+            return None
+        path = resolve(model).path
+        found = gguf_metadata(path, ("tokenizer.chat_template",)).get("tokenizer.chat_template") if path else None
+    except Exception:  # not installed, or gguf missing: no template from here
+        return None
+    return found if isinstance(found, str) and found else None
 
 
 def _detail(exc: Any, limit: int = 200) -> str:
