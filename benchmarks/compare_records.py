@@ -3,7 +3,9 @@
     python benchmarks/compare_records.py RUN_A RUN_B [--json OUT]
 
 RUN_* are folders holding ``episodes.jsonl`` (or the files themselves). Timings are ignored. Prints how many
-episodes are identical and, for the others, the first turn where they part; ``--json`` writes the same as JSON.
+episodes are identical and, for the others, the first turn where they part, whether the model said the same
+up to and at that turn (``same_outputs``) and how A's output became its command there (``a_match``: e.g.
+``closest`` for the free-mode substitution that issue 13 removed); ``--json`` writes the same as JSON.
 """
 
 from __future__ import annotations
@@ -31,12 +33,16 @@ def compare(a: Path, b: Path) -> dict:
         ta, tb = _turns(ra[key]), _turns(rb[key])
         if ta != tb or ra[key]["won"] != rb[key]["won"]:
             turn = next((i for i, (x, y) in enumerate(zip(ta, tb, strict=False)) if x != y), min(len(ta), len(tb)))
+            sa, sb = ra[key]["trajectory"]["steps"], rb[key]["trajectory"]["steps"]
+            same = all(sa[i].get("raw") == sb[i].get("raw") for i in range(min(turn + 1, len(sa), len(sb))))
             differing.append({"game_id": key[0], "sample": key[1], "first_different_turn": turn,
+                              "same_outputs": same, "a_match": sa[turn].get("match") if turn < len(sa) else None,
                               "a": ta[turn][1] if turn < len(ta) else None, "b": tb[turn][1] if turn < len(tb) else None,
                               "won": [ra[key]["won"], rb[key]["won"]]})
     return {"a": str(a), "b": str(b), "shared_episodes": len(shared), "only_a": len(set(ra) - set(rb)),
             "only_b": len(set(rb) - set(ra)), "identical": len(shared) - len(differing),
-            "won": [sum(ra[k]["won"] for k in shared), sum(rb[k]["won"] for k in shared)], "differing": differing}
+            "won": [sum(ra[k]["won"] for k in shared), sum(rb[k]["won"] for k in shared)],
+            "differing_with_same_outputs": sum(d["same_outputs"] for d in differing), "differing": differing}
 
 
 def main() -> None:
@@ -47,9 +53,11 @@ def main() -> None:
     args = parser.parse_args()
     out = compare(args.a, args.b)
     print(f"{out['identical']}/{out['shared_episodes']} episodes identical (won {out['won'][0]} vs {out['won'][1]}); "
-          f"only in A {out['only_a']}, only in B {out['only_b']}")
+          f"only in A {out['only_a']}, only in B {out['only_b']}; of the others, {out['differing_with_same_outputs']} "
+          "with the same model outputs up to where they part")
     for d in out["differing"][:20]:
-        print(f"  {d['game_id']}#{d['sample']}: turn {d['first_different_turn']}: {d['a']!r} vs {d['b']!r}")
+        print(f"  {d['game_id']}#{d['sample']}: turn {d['first_different_turn']} ({d['a_match']}): "
+              f"{d['a']!r} vs {d['b']!r}")
     if args.json:
         args.json.write_text(json.dumps(out, indent=1) + "\n")
 
