@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from duomem.errors import ConfigError
+from duomem.eval.spec import RolloutSpec
 from duomem.llm.base import Completion
 
 HEAT_EGG = "train/pick_heat_then_place_in_recep-Egg-None-CounterTop-30/trial_T20190909_130401_115312"
@@ -49,7 +50,7 @@ def room_games(prepared: Path, tmp_path_factory):
             chosen = {"a": a, "a2": trials[1], "b": b, "c": c}
             break
     out = tmp_path_factory.mktemp("room_games")
-    collect(policy="expert", model=None, tasks=list(chosen.values()), out_dir=out, samples=1, show_progress=False)
+    collect(RolloutSpec(policy="expert"), list(chosen.values()), out, samples=1, show_progress=False)
     assert {d.game_id for d in _demos(out)} == {t.game_id for t in chosen.values()}  # the expert won all four
     return out, chosen
 
@@ -159,18 +160,13 @@ def test_abstraction_removes_instance_numbers_and_room_receptacles(expert_collec
 
 def test_plan_writer_on_a_real_expert_demonstration(prepared: Path, tmp_path: Path):
     from duomem.agent.demonstrations import demonstration
-    from duomem.agent.expert import ExpertPolicy
-    from duomem.envs.alfworld import AlfworldEnv
     from duomem.envs.alfworld_data import load_tasks
-    from duomem.eval.episode import run_episode
+    from duomem.eval.player import play
     from duomem.memory.writer import PlanWriter, plan_script
 
     task = next(t for t in load_tasks("train") if t.game_id == HEAT_EGG)
-    env = AlfworldEnv(max_steps=50)
-    try:
-        demo = demonstration(run_episode(env, ExpertPolicy(), task, seed=0).trajectory)
-    finally:
-        env.close()
+    (record,) = play(RolloutSpec(policy="expert"), [(task, 0)])
+    demo = demonstration(record.trajectory)
     assert demo is not None and demo.actions[-1].startswith("move egg ")
     assert plan_script(demo) == (
         "1. Find the egg: go to each place where an egg may be (open it if it is closed) until you see one, then "
