@@ -43,7 +43,7 @@ def demo_command(
     ci: Annotated[bool, typer.Option(help="The even smaller configuration CI runs.")] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
-    """The embedded default: DuoMem end to end on generated games with packaged models, offline (about 10
+    """The embedded default: DuoMem end to end on generated games with packaged models, offline (about 6
     minutes on 2 CPU cores). Prints the report's tables and where it is."""
     from duomem.pipeline.config import load_config
     from duomem.pipeline.run import run_pipeline
