@@ -54,12 +54,9 @@ def _candidates(admissible: list[str]) -> list[Candidate]:
 
 
 @pytest.fixture(scope="module")
-def llama(smollm2: str):
-    from duomem.llm import load_chat_model
-
-    model = load_chat_model(smollm2, threads=2, n_ctx=4096)
-    yield model
-    model.close()
+def llama(smollm2_model):
+    """The session's packaged 135M model on llama.cpp (conftest)."""
+    return smollm2_model
 
 
 @pytest.fixture(scope="module")
