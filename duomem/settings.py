@@ -114,3 +114,9 @@ def environment() -> dict[str, str]:
 def quiet_hub() -> None:
     """Hide Hugging Face hub progress bars (an environment default for the hub library, set once)."""
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
+def adapters_dir() -> Path:
+    """Where the shipped students live (``DUOMEM_ADAPTERS``, default the ``adapters/`` folder of this checkout)."""
+    value = os.environ.get("DUOMEM_ADAPTERS")
+    return Path(value).expanduser() if value else Path(__file__).resolve().parent.parent / "adapters"

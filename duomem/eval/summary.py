@@ -90,6 +90,12 @@ def summarize(records: Sequence[EpisodeRecord], name: str, policy: str, model: s
         "outcomes": outcomes(records),
     }
     summary.update(extra or {})
+    speed = summary.get("speed") or {}
+    if speed.get("prompt_tokens_per_s") and speed.get("decode_tokens_per_s") and llm_s:
+        tokens = summary["tokens"]
+        predicted = ((tokens["prompt"] - tokens["prompt_cached"]) / speed["prompt_tokens_per_s"]
+                     + completion / speed["decode_tokens_per_s"])
+        summary["model_time_vs_raw"] = {"predicted_llm_s": predicted, "ratio": llm_s / predicted if predicted else None}
     return summary
 
 
@@ -131,9 +137,15 @@ def summary_markdown(summary: dict) -> str:
              f"{summary['n_episodes']} episodes", "", head, sep, row]
     speed = summary.get("speed")
     if speed:
-        lines += ["", f"Raw llama.cpp decode: {speed['decode_tokens_per_s']:.1f} tokens/s, prompt "
-                      f"{speed['prompt_tokens_per_s']:.1f} tokens/s; in the agent loop: "
+        prefill = (f"prefill {speed['prompt_tokens_per_s']:.1f} tokens/s at {speed['prompt_tokens']} tokens"
+                   if "prompt_tokens" in speed else f"prompt {speed['prompt_tokens_per_s']:.1f} tokens/s")
+        lines += ["", f"Raw llama.cpp (probe at the run's start): decode {speed['decode_tokens_per_s']:.1f} tokens/s, "
+                      f"{prefill}; in the agent loop: "
                       f"{summary['tokens']['completion_tokens_per_llm_s']:.1f} completion tokens per second of "
                       f"model time; model time is {pct(summary['time_split']['llm_s'] / max(1e-9, summary['time_split']['wall_s']))}% "
                       "of wall time."]
+        ratio = (summary.get("model_time_vs_raw") or {}).get("ratio")
+        if ratio:
+            lines[-1] += (f" Model time is {ratio:.2f}x what the probe's rates predict for the uncached prompt and "
+                          "completion tokens.")
     return "\n".join(lines) + "\n"

@@ -89,6 +89,7 @@ class LlamaCppChatModel(Batching):
         self.name = name or Path(path).stem
         self.path = Path(path)
         self.lora_path = lora_path
+        self.threads = threads
         meta = self._llm.metadata
         self.context_length = min(n_ctx, int(meta.get(f"{meta.get('general.architecture', '')}.context_length",
                                                       n_ctx)))
@@ -262,9 +263,14 @@ class LlamaCppChatModel(Batching):
         out.extend(totals)
         return decoded
 
-    def decode_speed(self, n_tokens: int = 128, prompt: str = "Once upon a time") -> dict[str, float]:
-        """Raw llama.cpp speed, no agent around it: prompt tokens/s and greedy decode tokens/s."""
-        tokens = self.tokenize(prompt)
+    def decode_speed(self, n_tokens: int = 128, context: int = 1000) -> dict[str, float]:
+        """Raw llama.cpp speed, no agent around it: the prefill rate of a ``context``-token prompt (game text, as
+        the agent sends) and the greedy decode rate right after it, at that context length."""
+        text = ("You arrive at countertop 1. On the countertop 1, you see a apple 2, a bread 1, a butterknife 3, "
+                "a cup 1, a dishsponge 2, a egg 3, a fork 1, a knife 2, a lettuce 1, and a mug 3.\n> go to ")
+        unit = self.tokenize(text)
+        context = max(1, min(context, self.context_length - n_tokens - 8))
+        tokens = (unit * (context // len(unit) + 1))[:context]
         self._llm.reset()
         start = time.perf_counter()
         first_token_at = 0.0
@@ -276,13 +282,12 @@ class LlamaCppChatModel(Batching):
             if produced > n_tokens:
                 break
         end = time.perf_counter()
-        prompt_s = first_token_at - start
-        decode_s = end - first_token_at
         produced -= 1
         self._llm.reset()
         self._last_tokens = []
-        return {"prompt_tokens_per_s": len(tokens) / prompt_s, "decode_tokens_per_s": produced / decode_s,
-                "decode_tokens": produced}
+        return {"prompt_tokens": len(tokens), "prompt_tokens_per_s": len(tokens) / (first_token_at - start),
+                "decode_tokens_per_s": produced / (end - first_token_at), "decode_tokens": produced,
+                "threads": self.threads}
 
     def close(self) -> None:
         if self._score_batch is not None:

@@ -18,7 +18,7 @@ from duomem.jsonl import atomic_write_text
 from duomem.pipeline.config import ROWS, PipelineConfig
 from duomem.pipeline.stages import StageResult, StageRunner
 
-PHASES = ("collect", "memory", "tune", "lora", "eval")
+PHASES = ("collect", "memory", "tune", "sft", "lora", "eval")
 
 
 def _ids(tasks: list[TaskSpec]) -> list[str]:
@@ -211,10 +211,8 @@ class Pipeline:
             self.k_sweep[k] = self.evaluate(f"tune_teacher_memory_k{k}", spec, tasks)
         return choose_k({k: s["success_rate"] for k, s in self.k_sweep.items()}, cfg.memory.top_k)
 
-    def train_lora(self, name: str, teacher: StageResult, bank: StageResult | None, k: int) -> StageResult:
+    def build_sft(self, name: str, teacher: StageResult, bank: StageResult | None, k: int) -> StageResult:
         from duomem.distill.dataset import build_dataset
-        from duomem.distill.export import export_gguf_lora
-        from duomem.distill.train import LoraConfig, train_lora
 
         cfg = self.cfg
         m = cfg.memory
@@ -223,11 +221,17 @@ class Pipeline:
         if bank:
             sft_inputs.update(retrieval=m.retrieval, exclude=m.train_exclude, show_format=m.show_format,
                               memory_dropout=cfg.lora.memory_dropout)
-        sft = self.stages.run(f"sft_{name}", sft_inputs, lambda d: build_dataset(
+        return self.stages.run(f"sft_{name}", sft_inputs, lambda d: build_dataset(
             teacher.path / "demonstrations.jsonl", d, shots=cfg.student.shots,
             memory=bank.info["bank"] if bank else None, top_k=k, retrieval=m.retrieval, exclude=m.train_exclude,
             memory_dropout=cfg.lora.memory_dropout, dropout_seed=cfg.seed, memory_format=m.show_format,
             fewshot=cfg.student.fewshot))
+
+    def train_lora(self, name: str, sft: StageResult) -> StageResult:
+        from duomem.distill.export import export_gguf_lora
+        from duomem.distill.train import LoraConfig, train_lora
+
+        cfg = self.cfg
         lora_cfg = cfg.lora.model_dump(exclude={"device", "keep_checkpoints", "memory_dropout"})
         inputs = {"sft": sft.key, "student": cfg.student.model, "lora": lora_cfg, "seed": cfg.seed}
 
@@ -287,13 +291,16 @@ class Pipeline:
         k = self.chosen_k
         if self._stop("tune"):
             return None
-        loras: dict[str, StageResult] = {}
+        sfts: dict[str, tuple[str, StageResult]] = {}
         if teacher and "lora" in wanted:
-            loras["lora"] = self.train_lora("plain", teacher, None, k)
+            sfts["lora"] = ("plain", self.build_sft("plain", teacher, None, k))
         if teacher and own_bank and "lora_own_memory" in wanted:
-            loras["lora_own_memory"] = self.train_lora("own", teacher, own_bank, k)
+            sfts["lora_own_memory"] = ("own", self.build_sft("own", teacher, own_bank, k))
         if teacher and teacher_bank and "duomem" in wanted:
-            loras["duomem"] = self.train_lora("teacher", teacher, teacher_bank, k)
+            sfts["duomem"] = ("teacher", self.build_sft("teacher", teacher, teacher_bank, k))
+        if self._stop("sft"):
+            return None
+        loras = {row: self.train_lora(name, sft) for row, (name, sft) in sfts.items()}
         if self._stop("lora"):
             return None
         eval_tasks = self._eval_tasks(cfg.data.eval_split, cfg.data.eval_games)
