@@ -9,9 +9,9 @@ cores: the raw probe takes the machine's cores while nothing else runs. Writes r
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
+from itertools import pairwise
 from pathlib import Path
 
 from duomem.eval.runner import load_records
@@ -35,7 +35,7 @@ def rate_at(rows: list[dict], key: str, context: float) -> float:
     points = sorted((r["prompt_tokens"], r[key]) for r in rows)
     if context <= points[0][0]:
         return points[0][1]
-    for (c0, r0), (c1, r1) in zip(points, points[1:], strict=False):
+    for (c0, r0), (c1, r1) in pairwise(points):
         if context <= c1:
             return r0 + (r1 - r0) * (context - c0) / (c1 - c0)
     return points[-1][1]
