@@ -112,15 +112,16 @@ def eval_command(
     from duomem.eval.runner import run_rollouts
     from duomem.eval.summary import pct_ci
 
-    spec = _spec(policy=policy, model=model, max_steps=max_steps, adapter=adapter, memory=memory, top_k=top_k,
-                 retrieval=retrieval, shots=shots, fewshot=fewshot, memory_format=memory_format,
-                 action_selection=actions if policy == "llm" else None,
-                 score_norm=score_norm if policy == "llm" else None,
-                 history_window=history_window, backend=backend, device=device,
-                 threads=threads, seed=seed, temperature=temperature, batch=batch,
-                 expert_fix=expert_fix if policy == "expert" else None)
+    settings = dict(policy=policy, model=model, max_steps=max_steps, adapter=adapter, memory=memory, top_k=top_k,
+                    retrieval=retrieval, shots=shots, fewshot=fewshot, memory_format=memory_format,
+                    action_selection=actions if policy == "llm" else None,
+                    score_norm=score_norm if policy == "llm" else None,
+                    history_window=history_window, backend=backend, device=device,
+                    threads=threads, seed=seed, temperature=temperature, batch=batch,
+                    expert_fix=expert_fix if policy == "expert" else None)
     if student:
-        spec = _student_spec(student, spec, model=model, adapter=adapter, memory=memory, policy=policy)
+        settings.update(_student_fields(student, policy=policy, model=model, adapter=adapter, memory=memory))
+    spec = _spec(**settings)
     chosen = _choose(split, tasks, games, seed, samples)
     _export_adapter(spec)
     name = name or (f"{student}-{split}" + (f"-n{games}" if games else "") if student else
@@ -133,16 +134,17 @@ def eval_command(
                   f"{s['wall_s_per_episode']:.1f} s/episode; records and summary in {out}")
 
 
-def _student_spec(name: str, spec: RolloutSpec, **given: str | None) -> RolloutSpec:
-    """The spec with a shipped student's model, adapter, bank and play settings; the options a student sets
-    itself may not be given too."""
+def _student_fields(name: str, **given: str | None) -> dict:
+    """A shipped student's model, adapter, bank and play settings; the options a student sets itself may not be
+    given too."""
     from duomem.eval.students import get_student
 
-    clash = [k for k in ("model", "adapter", "memory") if given.get(k)]
-    if clash or given.get("policy") != "llm":
-        what = ", ".join(f"--{k}" for k in clash) or "--policy expert"
-        raise ConfigError(f"--student sets the model, adapter and memory itself; leave out {what}")
-    return RolloutSpec.model_validate({**spec.model_dump(), **get_student(name).spec_fields()})
+    clash = [f"--{k}" for k in ("model", "adapter", "memory") if given.get(k)]
+    if given.get("policy") != "llm":
+        clash.append("--policy expert")
+    if clash:
+        raise ConfigError(f"--student sets the model, adapter and memory itself; leave out {', '.join(clash)}")
+    return get_student(name).spec_fields()
 
 
 def _export_adapter(spec: RolloutSpec) -> None:
