@@ -160,6 +160,10 @@ def _records(spec: RolloutSpec, jobs: list[Job], workers: int, executor: str, gu
                 atomic_write_json(speed_path, speed)
         payload = [(t.model_dump_json(), s) for t, s in jobs]
         yield from pool.imap_unordered(_worker_play, payload)
+        # Let the workers exit on their own (terminating them leaks the semaphores that libraries they loaded
+        # registered, and Python warns about them at exit).
+        pool.close()
+        pool.join()
 
 
 def _write_speed(player: Player, path: Path | None) -> None:
