@@ -57,8 +57,9 @@ def test_context_overflow_is_a_clear_error(smollm2_model):
 
 
 def test_decode_speed(smollm2_model):
-    speed = smollm2_model.decode_speed(n_tokens=16)
-    assert speed["decode_tokens"] == 16 and speed["decode_tokens_per_s"] > 0
+    speed = smollm2_model.decode_speed(n_tokens=16, context=300)
+    assert speed["decode_tokens"] == 16 and speed["decode_tokens_per_s"] > 0 and speed["prompt_tokens_per_s"] > 0
+    assert speed["prompt_tokens"] == 300  # the prefill rate of a real prompt length, not of a 4-token prompt
 
 
 def test_batched_generation_matches_one_at_a_time(smollm2, monkeypatch):

@@ -125,6 +125,7 @@ def test_whole_pipeline_runs_caches_and_resumes(duomem_home: Path, smollm2: str,
     proc.wait()
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=2400)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "Warning" not in done.stderr, done.stderr[-3000:]  # library warnings silenced at their source
     report = json.loads((out / "report.json").read_text())
     assert set(report["configs"]) == {"nomem", "own_memory", "teacher_memory", "lora_own_memory", "duomem",
                                       "teacher"}

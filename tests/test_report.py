@@ -227,3 +227,20 @@ def test_pipeline_report_has_the_paired_section(tmp_path: Path):
     rebuilt = report_from_records(tmp_path / "runs")
     assert report["paired"] == rebuilt["paired"] and report["derived"] == rebuilt["derived"]
     assert "| LoRA + teacher memory (DuoMem) | LoRA only | 40 | 6 | 14 | 2 | 10 |" in md.read_text()
+
+
+def test_summary_compares_model_time_with_the_raw_probe():
+    """With a raw speed probe, the summary says how the loop's model time compares with what the probe's prefill and
+    decode rates predict for the same uncached prompt and completion tokens."""
+    folder = Path(__file__).resolve().parents[1] / "benchmarks" / "runs" / "smollm2-135m-valid_unseen"
+    path = next(folder.glob("eval_lora-*/episodes.jsonl"))
+    records = [EpisodeRecord.model_validate_json(line) for line in path.read_text().splitlines() if line.strip()]
+    speed = {"prompt_tokens": 1000, "prompt_tokens_per_s": 200.0, "decode_tokens_per_s": 50.0}
+    s = summarize(records, "lora", "llm", "smollm2-135m", "valid_unseen", extra={"speed": speed})
+    uncached = sum(r.prompt_tokens - r.cached_prompt_tokens for r in records)
+    predicted = uncached / 200.0 + sum(r.completion_tokens for r in records) / 50.0
+    assert s["model_time_vs_raw"]["predicted_llm_s"] == pytest.approx(predicted)
+    assert s["model_time_vs_raw"]["ratio"] == pytest.approx(sum(r.llm_s for r in records) / predicted)
+    from duomem.eval.summary import summary_markdown
+
+    assert "what the probe's rates predict" in summary_markdown(s)

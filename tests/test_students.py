@@ -99,6 +99,7 @@ def test_demo_plays_the_student_and_its_base_on_unseen_floor_plans(duomem_home: 
     assert {r["n_episodes"] for r in report["rows"].values()} == {2}
     assert report["paired"]["n_games"] == 2
     assert (out / "demo.md").is_file() and "student - base" in done.stdout
+    assert "Warning" not in done.stderr, done.stderr[-2000:]  # a clean terminal (no leaked-semaphore warnings)
     size = (out / "student" / "episodes.jsonl").stat().st_size
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=os.environ)
     assert again.returncode == 0 and (out / "student" / "episodes.jsonl").stat().st_size == size

@@ -63,7 +63,7 @@ def demo_pipeline_command(
 def demo_command(
     student: Annotated[str | None, typer.Option(help="A shipped student (duomem models list; default: the first "
                                                      "one).")] = None,
-    games: Annotated[int, typer.Option(help="New games to generate and play.")] = 20,
+    games: Annotated[int, typer.Option(help="New games to generate and play.")] = 16,
     workers: Annotated[int, typer.Option(help="Parallel episode processes (1 thread each).")] = 2,
     seed: Annotated[int, typer.Option(help="Seed of the generated games and of play.")] = 0,
     out: Annotated[Path | None, typer.Option(help="Output folder (default runs/demo/<student>).")] = None,
