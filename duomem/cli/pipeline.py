@@ -61,8 +61,8 @@ def demo_pipeline_command(
 
 
 def demo_command(
-    student: Annotated[str | None, typer.Option(help="A shipped student (duomem models list; default: the first "
-                                                     "one).")] = None,
+    student: Annotated[str | None, typer.Option(help="A shipped student (duomem models list; default: the "
+                                                     "DuoMem one).")] = None,
     games: Annotated[int, typer.Option(help="New games to generate and play.")] = 16,
     workers: Annotated[int, typer.Option(help="Parallel episode processes (1 thread each).")] = 2,
     seed: Annotated[int, typer.Option(help="Seed of the generated games and of play.")] = 0,
@@ -77,11 +77,11 @@ def demo_command(
     from duomem.pipeline.showcase import print_showcase, run_showcase
 
     if student is None:
-        names = list(shipped_students())
-        if not names:
+        shipped = list(shipped_students().values())
+        if not shipped:
             raise ModelError(f"no shipped students in {settings.adapters_dir()}; run duomem demo-pipeline to see "
                              "every stage instead")
-        student = names[0]
+        student = next((s for s in shipped if s.result.row == "duomem"), shipped[0]).name
     chosen = get_student(student)
     out = out or Path("runs") / "demo" / chosen.name
     report = run_showcase(chosen, out, games, workers=workers, seed=seed, console=console, show_progress=progress)

@@ -23,11 +23,11 @@ def unseen_floor_plans(student: Student) -> list[int]:
     return [s for s in all_scenes() if s not in seen]
 
 
-def base_spec(student: Student) -> RolloutSpec:
+def base_spec(student: Student, seed: int = 0) -> RolloutSpec:
     """The base model as the student is played, without adapter or memory."""
     play = student.play
     return RolloutSpec(policy="llm", model=student.base_model, shots=play.shots, fewshot=play.fewshot,
-                       max_steps=play.max_steps, action_selection=play.action_selection)
+                       max_steps=play.max_steps, action_selection=play.action_selection, seed=seed)
 
 
 def run_showcase(student: Student, out: Path, games: int, workers: int = 2, seed: int = 0,
@@ -52,7 +52,7 @@ def run_showcase(student: Student, out: Path, games: int, workers: int = 2, seed
     generated = stages.run("generate", inputs, lambda d: generate_tasks(
         d, n=1, test_n=games, seed=seed, test_scenes=scenes, workers=workers, show_progress=show_progress))
     tasks = load_tasks("test", generated.path)
-    rows = {"base": base_spec(student), "student": RolloutSpec(**student.spec_fields(), seed=seed)}
+    rows = {"base": base_spec(student, seed), "student": RolloutSpec(**student.spec_fields(), seed=seed)}
     summaries, results = {}, {}
     for row, spec in rows.items():
         console.print(f"- {row}: {spec.model}" + (" + LoRA" if spec.adapter else "")
