@@ -13,28 +13,24 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import shutil
 from pathlib import Path
 
-from duomem.eval.students import MANIFEST, file_sha256, folder_sha256, read_student
+from duomem.eval.students import MANIFEST, folder_sha256, read_student
 from duomem.jsonl import atomic_write_json
-from duomem.llm.registry import PACKAGED
+from duomem.llm.registry import PACKAGED, file_sha256
 from duomem.memory.bank import EMBEDDINGS, MEMORIES
 from duomem.memory.bank import MANIFEST as BANK_MANIFEST
+from duomem.memory.provenance import provenance
 from duomem.pipeline.config import ROWS
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def floor_plans(demonstrations: Path) -> list[int]:
-    """Floor plans of the games a run's teacher demonstrations come from (the number ending the task folder)."""
-    plans = set()
-    for line in demonstrations.read_text().splitlines():
-        if line.strip():
-            folder = json.loads(line)["game_id"].split("/")[1]
-            plans.add(int(re.search(r"-(\d+)$", folder).group(1)))
-    return sorted(plans)
+    """Floor plans of the games a run's teacher demonstrations come from."""
+    ids = [json.loads(line)["game_id"] for line in demonstrations.read_text().splitlines() if line.strip()]
+    return [int(p) for p in provenance(ids)["source_floor_plans"]]
 
 
 def main() -> None:

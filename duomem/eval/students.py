@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from duomem import settings
 from duomem.errors import ConfigError, ModelError
+from duomem.llm.registry import file_sha256
 
 MANIFEST = "student.json"
 
@@ -111,14 +112,6 @@ class Student(BaseModel):
             if self.bank_sha256 and folder_sha256(self.bank_path) != self.bank_sha256:
                 raise ModelError(f"student {self.name}: memory bank {self.bank_path} does not match its manifest "
                                  "hash; restore it with git (git checkout -- adapters/)")
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def folder_sha256(folder: Path) -> str:

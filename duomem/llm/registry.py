@@ -112,7 +112,8 @@ def _module_dir(module: str, pip_install: str, name: str) -> Path:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """sha256 of a file, read in blocks."""
     digest = hashlib.sha256()
     with path.open("rb") as fh:
         for block in iter(lambda: fh.read(1 << 22), b""):
@@ -142,7 +143,7 @@ def _assemble(model: PackagedModel) -> Path:
         import importlib
 
         importlib.import_module(model.modules[0]).assemble(str(tmp))
-    got = _sha256(tmp)
+    got = file_sha256(tmp)
     if got != model.sha256:
         tmp.unlink(missing_ok=True)
         raise ModelError(f"assembled {model.name} has sha256 {got[:12]}..., expected {model.sha256[:12]}...; "
