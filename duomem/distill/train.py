@@ -141,7 +141,8 @@ def train_lora(model_name: str, data: Path, out: Path, config: LoraConfig, devic
     if key_path.is_file() and json.loads(key_path.read_text()) != run_key:
         raise ConfigError(f"{out} holds training with other data or settings; use another --out or delete it")
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(key_path, run_key)
+    if settings.distributed_rank()[0] == 0:
+        atomic_write_json(key_path, run_key)
 
     set_seed(config.seed)
     bundle = load_hf(model_name, device=device, for_training=True)

@@ -20,7 +20,8 @@ SCORE_SEQUENCES = 64
 SCORE_BATCH_TOKENS = 256
 """Candidate tokens per decode of ``score`` (each returns a row of logits: 256 x vocab floats, 50 MB for SmolLM2)."""
 
-_PARAMS_LOCK = threading.Lock()
+_PARAMS_LOCK = threading.RLock()
+"""Held while llama-cpp-python's global defaults or its log callback are swapped for a load."""
 
 
 @contextlib.contextmanager
@@ -48,6 +49,29 @@ def _parallel_context(n_seq_max: int) -> Iterator[None]:
             lib.llama_context_default_params = original
 
 
+@contextlib.contextmanager
+def _quiet_load() -> Iterator[list[str]]:
+    """Hold back what llama.cpp logs while a model loads (with a LoRA adapter on a CPU with AMX it prints one
+    "cannot use buft 'AMX', fallback to CPU" line per adapted tensor: hundreds of lines the user cannot act on);
+    the lines are yielded, so that a failed load can quote them. Afterwards llama-cpp-python's own logger (quiet
+    unless verbose) is back in place."""
+    import llama_cpp
+    import llama_cpp._logger as default_log
+
+    lines: list[str] = []
+
+    @llama_cpp.llama_log_callback
+    def collect(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+        lines.append(text.decode("utf-8", errors="replace"))
+
+    with _PARAMS_LOCK:
+        llama_cpp.llama_log_set(collect, ctypes.c_void_p(0))
+        try:
+            yield lines
+        finally:
+            llama_cpp.llama_log_set(default_log.llama_log_callback, ctypes.c_void_p(0))
+
+
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     n = min(len(a), len(b))
     i = 0
@@ -73,12 +97,14 @@ class LlamaCppChatModel(Batching):
         if lora_path is not None and not Path(lora_path).is_file():
             raise ModelError(f"adapter file {lora_path} does not exist; export one with `duomem distill export`")
         threads = n_threads or min(2, os.cpu_count() or 1)
-        try:
-            with _parallel_context(SCORE_SEQUENCES):
-                self._llm = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
-                                  seed=seed, verbose=False, lora_path=str(lora_path) if lora_path else None)
-        except (ValueError, RuntimeError) as exc:
-            raise ModelError(f"llama.cpp cannot load {path}: {exc}") from exc
+        with _quiet_load() as log:
+            try:
+                with _parallel_context(SCORE_SEQUENCES):
+                    self._llm = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
+                                      seed=seed, verbose=False, lora_path=str(lora_path) if lora_path else None)
+            except (ValueError, RuntimeError) as exc:
+                said = " ".join(line.strip() for line in log if "error" in line.lower())[-300:]
+                raise ModelError(f"llama.cpp cannot load {path}: {exc}" + (f" ({said})" if said else "")) from exc
         import llama_cpp as lib
 
         self._lib = lib

@@ -1,0 +1,190 @@
+"""Action selection (issue 13): {free, grammar, score} x {no adapter, plain LoRA} for the packaged 135M student.
+
+Usage:
+  python benchmarks/action_selection.py run --split valid_seen --student lora --modes free,score,score-mean,grammar
+  python benchmarks/action_selection.py run --split valid_unseen --student lora --modes grammar,score-chosen
+  python benchmarks/action_selection.py run --split valid_unseen --student base --modes free,grammar,score-chosen
+  python benchmarks/action_selection.py report          # results/action-selection.{json,md}
+
+Each row is one `duomem eval` (llama.cpp, greedy, 50 steps, 2 workers of one thread) whose records go to
+runs/action-selection/<split>/<student>-<mode>/; rerunning resumes. ``score`` sums the command's token
+log-probabilities, ``score-mean`` averages them; ``score-chosen`` is whichever of the two won more valid_seen
+games with the LoRA student (a tie keeps ``sum``, the earlier default): the norm is never chosen on valid_unseen.
+Rows that the table shares with other benchmarks are read from there (``SHARED``) instead of being played twice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from duomem.eval.stats import compare
+from duomem.eval.summary import pct, pct_ci
+from duomem.jsonl import atomic_write_json, atomic_write_text
+from duomem.pipeline.report import summary_from_records
+
+HERE = Path(__file__).resolve().parent
+RUNS = HERE / "runs" / "action-selection"
+RESULTS = HERE / "results"
+TYPES = ("pick", "clean", "heat", "cool", "examine", "pick_two")
+STUDENTS = {
+    "base": ["--model", "smollm2-135m"],
+    "lora": ["--model", "smollm2-135m", "--adapter", "adapters/smollm2-135m-lora/adapter.gguf"],
+}
+"""``lora``: the shipped plain-LoRA student (the full-scale pipeline's ``lora`` row, whose 134 valid_unseen records
+it reproduces exactly; benchmarks/README section 10)."""
+MODES = {
+    "free": ["--actions", "free"],
+    "grammar": ["--actions", "grammar"],
+    "score": ["--actions", "score", "--score-norm", "sum"],
+    "score-mean": ["--actions", "score", "--score-norm", "mean"],
+}
+SHARED = {
+    ("valid_unseen", "lora-free"): HERE / "runs" / "smollm2-135m-valid_unseen" / "eval_lora-1eb8f8a04d1f",
+}
+"""Rows played elsewhere with the same settings: the full-scale pipeline's plain-LoRA row (free actions)."""
+PAIRS = [("lora-score", "lora-free"), ("lora-grammar", "lora-free"), ("lora-score", "lora-grammar"),
+         ("base-score", "base-free"), ("base-grammar", "base-free"), ("lora-free", "base-free")]
+"""Paired comparisons the issue asks about (``score`` stands for the chosen norm on valid_unseen)."""
+
+
+def folder(split: str, row: str) -> Path:
+    return SHARED.get((split, row), RUNS / split / row)
+
+
+def _summary(split: str, row: str) -> dict | None:
+    path = folder(split, row)
+    if not (path / "summary.json").is_file():
+        return None
+    return summary_from_records(path)
+
+
+def chosen_norm() -> str:
+    """``score`` or ``score-mean``: the one that won more valid_seen games with the LoRA student (tie: sum)."""
+    s, m = _summary("valid_seen", "lora-score"), _summary("valid_seen", "lora-score-mean")
+    if s is None or m is None or not (s.get("complete", True) and m.get("complete", True)):
+        raise SystemExit("error: the norm is chosen on valid_seen: run --split valid_seen --student lora "
+                         "--modes score,score-mean to the end first")
+    return "score-mean" if m["n_won"] > s["n_won"] else "score"
+
+
+def run(split: str, student: str, modes: list[str], workers: int) -> None:
+    for mode in modes:
+        mode = chosen_norm() if mode == "score-chosen" else mode
+        if mode not in MODES:
+            raise SystemExit(f"error: unknown mode {mode!r}; choose from {', '.join(MODES)} or score-chosen")
+        row = f"{student}-{mode}"
+        if (split, row) in SHARED:
+            print(f"{row} on {split}: shared with {SHARED[split, row]}, not played again")
+            continue
+        cmd = ["duomem", "eval", *STUDENTS[student], *MODES[mode], "--split", split, "--workers", str(workers),
+               "--out", str(RUNS / split / row), "--name", f"{row}-{split}", "--no-progress"]
+        print(" ".join(cmd), flush=True)
+        done = subprocess.run(cmd)
+        if done.returncode != 0:
+            sys.exit(done.returncode)
+
+
+def _row(split: str, row: str, summary: dict) -> dict:
+    records = [json.loads(line) for line in (folder(split, row) / "episodes.jsonl").read_text().splitlines()]
+    steps = sum(r["steps"] for r in records)
+    llm_s = sum(r["llm_s"] for r in records)
+    return {
+        "row": row, "split": split, "student": row.split("-")[0],
+        "action_selection": summary["action_selection"], "score_norm": summary.get("score_norm"),
+        "n_episodes": summary["n_episodes"], "n_won": summary["n_won"], "complete": summary.get("complete", True),
+        "success_rate": summary["success_rate"], "success_ci95": summary["success_ci95"],
+        "per_type": summary["per_type"], "invalid_action_rate": summary["invalid_action_rate"],
+        "invalid_actions": sum(r["invalid_actions"] for r in records),
+        "mean_steps": summary["mean_steps"], "wall_s_per_episode": summary["wall_s_per_episode"],
+        "model_s_per_step": llm_s / steps if steps else None,
+        "evaluated_tokens_per_step": sum(r["prompt_tokens"] - r["cached_prompt_tokens"] + r["completion_tokens"]
+                                         + r["scored_tokens"] for r in records) / steps if steps else None,
+        "records": str(folder(split, row).relative_to(HERE.parent)),
+        "command": _command(split, row),
+        "date": summary.get("date"),
+    }
+
+
+def _command(split: str, row: str) -> str:
+    if (split, row) in SHARED:
+        return "duomem run configs/full-smollm2-135m.yaml (the `lora` row; benchmarks/README section 10)"
+    student, mode = row.split("-", 1)
+    modes = "score-chosen" if mode.startswith("score") and split != "valid_seen" else mode
+    return f"python benchmarks/action_selection.py run --split {split} --student {student} --modes {modes}"
+
+
+def report() -> None:
+    rows: list[dict] = []
+    for split in ("valid_seen", "valid_unseen"):
+        names = sorted({p.name for p in (RUNS / split).iterdir() if p.is_dir()} if (RUNS / split).is_dir() else set())
+        names += [row for (s, row) in SHARED if s == split]
+        for row in sorted(set(names)):
+            summary = _summary(split, row)
+            if summary is not None:
+                rows.append(_row(split, row, summary))
+    try:
+        norm = chosen_norm()
+    except SystemExit:
+        norm = None
+    by = {(r["split"], r["row"]): r for r in rows}
+    paired = []
+    for split in ("valid_seen", "valid_unseen"):
+        pairs = PAIRS + ([("lora-score-mean", "lora-score")] if split == "valid_seen" else [])
+        for a, b in pairs:
+            if split == "valid_unseen" and norm == "score-mean":
+                a, b = (x.replace("score", "score-mean", 1) if x.endswith("score") else x for x in (a, b))
+            if (split, a) in by and (split, b) in by:
+                oa = summary_from_records(folder(split, a))["outcomes"]
+                ob = summary_from_records(folder(split, b))["outcomes"]
+                paired.append({"split": split, "a": a, "b": b, **compare(oa, ob)})
+    result = {"student": "smollm2-135m (Q4_1, llama.cpp)", "chosen_score_norm": norm and
+              ("mean" if norm == "score-mean" else "sum"), "chosen_on": "valid_seen, lora student", "rows": rows,
+              "paired": paired}
+    atomic_write_json(RESULTS / "action-selection.json", result)
+    atomic_write_text(RESULTS / "action-selection.md", markdown(result))
+    print(f"{len(rows)} rows, {len(paired)} comparisons -> {RESULTS / 'action-selection.md'}")
+
+
+def markdown(result: dict) -> str:
+    lines = ["# Action selection: smollm2-135m, llama.cpp, greedy, 50 steps", "",
+             f"Score norm chosen on {result['chosen_on']}: **{result['chosen_score_norm'] or 'not yet'}**.", "",
+             "| split | row | n | success % [95% CI] | " + " | ".join(TYPES)
+             + " | invalid actions (rate) | steps | s/episode | model s/step | tokens evaluated/step |",
+             "|---" * (11 + len(TYPES)) + "|"]
+    for r in result["rows"]:
+        per = " | ".join(pct(r["per_type"][t]["success_rate"]) if t in r["per_type"] else "-" for t in TYPES)
+        part = "" if r["complete"] else " (partial)"
+        lines.append(f"| {r['split']} | {r['row']}{part} | {r['n_episodes']} | {pct_ci(r)} | {per} | "
+                     f"{r['invalid_actions']} ({pct(r['invalid_action_rate'])}%) | {r['mean_steps']:.1f} | "
+                     f"{r['wall_s_per_episode']:.1f} | {r['model_s_per_step']:.2f} | "
+                     f"{r['evaluated_tokens_per_step']:.0f} |")
+    lines += ["", "Paired on the same games (exact McNemar test on the games one row wins and the other loses):", "",
+              "| split | A | B | won by A only | won by B only | A - B, points [95% CI] | p |", "|---" * 7 + "|"]
+    for p in result["paired"]:
+        ci = p["difference_ci95"]
+        diff = f"{100 * p['difference']:+.1f}" + (f" [{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}]" if ci else "")
+        lines.append(f"| {p['split']} | {p['a']} | {p['b']} | {p['a_only']} | {p['b_only']} | {diff} | "
+                     f"{p['p_value']:.3f} |")
+    lines += ["", "Commands:", ""]
+    lines += sorted({f"- `{r['command']}`" for r in result["rows"]})
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("run", help="play rows (resumable)")
+    p.add_argument("--split", required=True, choices=("valid_seen", "valid_unseen"))
+    p.add_argument("--student", required=True, choices=tuple(STUDENTS))
+    p.add_argument("--modes", required=True, help="comma-separated: free, grammar, score, score-mean, score-chosen")
+    p.add_argument("--workers", type=int, default=2)
+    sub.add_parser("report", help="write results/action-selection.{json,md} from the finished rows")
+    args = parser.parse_args()
+    if args.cmd == "run":
+        run(args.split, args.student, args.modes.split(","), args.workers)
+    else:
+        report()

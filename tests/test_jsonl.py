@@ -1,0 +1,57 @@
+"""Durable files: atomic writes from several processes at once, and JSONL that survives a kill."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+from pathlib import Path
+
+import pytest
+
+from duomem.errors import DataError
+from duomem.jsonl import JsonlAppender, atomic_write_json, read_jsonl
+
+
+def _write_many(path: str, who: int) -> None:
+    for i in range(2000):
+        atomic_write_json(Path(path), {"writer": who, "i": i, "pad": "x" * 2000})
+
+
+def test_processes_writing_one_file_at_once_never_fail(tmp_path: Path):
+    """Two training ranks write the same ``train_config.json``: neither may rename the other's temporary file
+    away (the CI failure of 2026-11-25), and a reader only ever sees a whole file."""
+    path = tmp_path / "train_config.json"
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_write_many, args=(str(path), who)) for who in range(2)]
+    for p in procs:
+        p.start()
+    seen = 0
+    while any(p.is_alive() for p in procs):
+        if path.is_file():
+            assert json.loads(path.read_text())["pad"] == "x" * 2000
+            seen += 1
+    for p in procs:
+        p.join()
+    assert [p.exitcode for p in procs] == [0, 0]
+    assert json.loads(path.read_text())["i"] == 1999
+    assert not list(tmp_path.glob(".*.tmp")), "temporary files left behind"
+
+
+def test_a_cut_last_line_is_dropped_and_repaired(tmp_path: Path):
+    path = tmp_path / "episodes.jsonl"
+    with JsonlAppender(path) as out:
+        out.append({"a": 1})
+        out.append({"a": 2})
+    with path.open("a") as fh:
+        fh.write('{"a": 3, "cut sh')  # a kill in the middle of a write
+    assert read_jsonl(path) == [{"a": 1}, {"a": 2}]
+    with JsonlAppender(path) as out:  # reopening repairs the file, then appends after the last whole line
+        out.append({"a": 3})
+    assert read_jsonl(path) == [{"a": 1}, {"a": 2}, {"a": 3}]
+
+
+def test_a_broken_line_inside_the_file_is_an_error(tmp_path: Path):
+    path = tmp_path / "episodes.jsonl"
+    path.write_text('{"a": 1}\nnot json\n{"a": 2}\n')
+    with pytest.raises(DataError, match=r"episodes.jsonl:2 is not valid JSON"):
+        read_jsonl(path)
