@@ -25,28 +25,38 @@ _PARAMS_LOCK = threading.RLock()
 
 
 @contextlib.contextmanager
-def _parallel_context(n_seq_max: int) -> Iterator[None]:
-    """Make ``Llama`` create its context with ``n_seq_max`` sequences in one unified KV cache.
+def _load_defaults(n_seq_max: int, plain_weights: bool) -> Iterator[None]:
+    """Make ``Llama`` create its context with ``n_seq_max`` sequences in one unified KV cache and, with
+    ``plain_weights``, keep the model's weights in plain CPU buffers.
 
-    llama-cpp-python 0.3.36 sets neither from its constructor (only for embedding models), so the defaults it
-    starts from are amended while the model loads. A unified cache holds ``n_ctx`` cells shared by all
-    sequences; copying the prompt's sequence to a candidate's only tags its cells (nothing is copied)."""
+    llama-cpp-python 0.3.36 sets none of these from its constructor, so the defaults it starts from are amended
+    while the model loads. A unified cache holds ``n_ctx`` cells shared by all sequences; copying the prompt's
+    sequence to a candidate's only tags its cells (nothing is copied). ``plain_weights`` turns off llama.cpp's
+    extra CPU buffer types (AMX, repacked weights): a LoRA adapter cannot use them ("cannot use buft 'AMX'") and,
+    on a CPU with AMX, the first decode with the adapter crashes the process (seen with llama.cpp 0.3.36 on a
+    Xeon with amx_int8); where the CPU has no AMX the 135M student's Q4_1 weights are not repacked anyway."""
     import llama_cpp.llama_cpp as lib
 
-    original = lib.llama_context_default_params
+    context_defaults, model_defaults = lib.llama_context_default_params, lib.llama_model_default_params
 
-    def params():
-        p = original()
+    def context_params():
+        p = context_defaults()
         p.n_seq_max = n_seq_max
         p.kv_unified = True
         return p
 
+    def model_params():
+        p = model_defaults()
+        if plain_weights:
+            p.use_extra_bufts = False
+        return p
+
     with _PARAMS_LOCK:
-        lib.llama_context_default_params = params
+        lib.llama_context_default_params, lib.llama_model_default_params = context_params, model_params
         try:
             yield
         finally:
-            lib.llama_context_default_params = original
+            lib.llama_context_default_params, lib.llama_model_default_params = context_defaults, model_defaults
 
 
 @contextlib.contextmanager
@@ -99,7 +109,7 @@ class LlamaCppChatModel(Batching):
         threads = n_threads or min(2, os.cpu_count() or 1)
         with _quiet_load() as log:
             try:
-                with _parallel_context(SCORE_SEQUENCES):
+                with _load_defaults(SCORE_SEQUENCES, plain_weights=lora_path is not None):
                     self._llm = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
                                       seed=seed, verbose=False, lora_path=str(lora_path) if lora_path else None)
             except (ValueError, RuntimeError) as exc:
