@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -123,3 +126,45 @@ def test_empty_selection_is_refused(prepared: Path, tmp_path: Path):
         select_games(load_tasks("valid_unseen"), 0)
     with pytest.raises(ConfigError, match="empty"):
         run_rollouts(RolloutSpec(policy="expert"), [], tmp_path, "none", show_progress=False)
+
+
+def _duomem(*args: str) -> list[str]:
+    return [sys.executable, "-m", "duomem.cli", *args]
+
+
+def test_a_worker_that_cannot_load_its_model_stops_the_run_with_one_line(prepared: Path, smollm2: str,
+                                                                         tmp_path: Path):
+    """The model loads inside each worker process; a file llama.cpp cannot read as a LoRA adapter ends the run
+    with the loader's one-line error (a worker whose start failed used to be restarted forever)."""
+    bad = tmp_path / "adapter.gguf"
+    bad.write_bytes(b"GGUF but not really" * 100)
+    done = subprocess.run(_duomem("eval", "--model", smollm2, "--adapter", str(bad), "--split", "valid_seen",
+                                  "--games", "2", "--workers", "2", "--out", str(tmp_path / "run"), "--no-progress"),
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr.strip().count("\n") == 0 and "adapter" in done.stderr, done.stderr[-2000:]
+
+
+def test_a_worker_that_dies_stops_the_run_with_one_line_and_keeps_the_records(prepared: Path, tmp_path: Path):
+    """A worker killed in the middle of a run (a crash inside a library, the OOM killer) ends the run with one line
+    instead of hanging it; the episodes that finished stay in episodes.jsonl for the next run to resume from."""
+    import psutil
+
+    out = tmp_path / "run"
+    proc = subprocess.Popen(_duomem("eval", "--policy", "expert", "--split", "valid_seen", "--games", "12",
+                                    "--workers", "2", "--out", str(out), "--no-progress"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not (out / "episodes.jsonl").is_file() or \
+            not (out / "episodes.jsonl").read_text().strip():
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        assert time.monotonic() < deadline, "no episode finished in 300 s"
+        time.sleep(0.5)
+    workers = [p for p in psutil.Process(proc.pid).children() if "spawn_main" in " ".join(p.cmdline())]
+    assert workers, "no worker process found"
+    workers[0].kill()
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 2, err[-2000:]
+    assert err.strip().count("\n") == 0 and "worker process died" in err, err[-2000:]
+    kept = (out / "episodes.jsonl").read_text().splitlines()
+    assert 1 <= len(kept) < 12 and all(json.loads(line)["won"] in (True, False) for line in kept)

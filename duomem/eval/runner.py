@@ -13,6 +13,8 @@ import multiprocessing as mp
 import os
 import random
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +28,7 @@ from rich.progress import (
 )
 
 from duomem.envs.base import TASK_TYPES, TaskSpec
-from duomem.errors import ConfigError
+from duomem.errors import ConfigError, DuomemError, ModelError
 from duomem.eval.player import Job, Player
 from duomem.eval.records import EpisodeRecord
 from duomem.eval.spec import RolloutSpec
@@ -152,18 +154,24 @@ def _records(spec: RolloutSpec, jobs: list[Job], workers: int, executor: str, gu
         finally:
             player.close()
         return
-    ctx = mp.get_context("spawn")
-    with ctx.Pool(workers, initializer=_worker_init, initargs=(spec.model_dump_json(), guard)) as pool:
+    pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_worker_init,
+                               initargs=(spec.model_dump_json(), guard))
+    try:
         if speed_path is not None:
-            speed = pool.apply(_worker_speed)
+            speed = pool.submit(_worker_speed).result()
             if speed is not None:
                 atomic_write_json(speed_path, speed)
-        payload = [(t.model_dump_json(), s) for t, s in jobs]
-        yield from pool.imap_unordered(_worker_play, payload)
-        # Let the workers exit on their own (terminating them leaks the semaphores that libraries they loaded
-        # registered, and Python warns about them at exit).
-        pool.close()
-        pool.join()
+        futures = [pool.submit(_worker_play, (t.model_dump_json(), s)) for t, s in jobs]
+        for future in as_completed(futures):
+            yield future.result()
+    except BrokenProcessPool as exc:
+        raise ModelError("a worker process died while playing (a crash in the model library or the game, or out "
+                         "of memory); the episodes that finished are kept: run again to resume, with one worker "
+                         "to see the crash itself") from exc
+    finally:
+        # Workers exit on their own (terminating them leaks the semaphores that libraries they loaded registered,
+        # and Python warns about them at exit); episodes not started yet are cancelled.
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _write_speed(player: Player, path: Path | None) -> None:
@@ -175,20 +183,32 @@ def _write_speed(player: Player, path: Path | None) -> None:
 
 # --- worker processes: one Player each -------------------------------------------------------------------------
 _PLAYER: list[Player] = []
+_INIT_ERROR: list[DuomemError] = []
 
 
 def _worker_init(spec_json: str, guard: str | None) -> None:
-    _PLAYER.append(Player(RolloutSpec.model_validate_json(spec_json), guard))
+    """Load the worker's player. A failure (say, a model file llama.cpp cannot read) is kept and raised by the
+    worker's first job, so that it reaches the driver as its own one-line error."""
+    try:
+        _PLAYER.append(Player(RolloutSpec.model_validate_json(spec_json), guard))
+    except DuomemError as exc:
+        _INIT_ERROR.append(exc)
+
+
+def _player() -> Player:
+    if _INIT_ERROR:
+        raise _INIT_ERROR[0]
+    return _PLAYER[0]
 
 
 def _worker_speed() -> dict | None:
-    model = _PLAYER[0].model
+    model = _player().model
     return model.decode_speed() if model is not None and hasattr(model, "decode_speed") else None
 
 
 def _worker_play(job: tuple[str, int]) -> str:
     task_json, sample = job
-    (record,) = _PLAYER[0].play([(TaskSpec.model_validate_json(task_json), sample)])
+    (record,) = _player().play([(TaskSpec.model_validate_json(task_json), sample)])
     return record.model_dump_json()
 
 

@@ -82,6 +82,31 @@ def _quiet_load() -> Iterator[list[str]]:
             llama_cpp.llama_log_set(default_log.llama_log_callback, ctypes.c_void_p(0))
 
 
+def _gguf_fields(path: Path, *names: str) -> list[object]:
+    """Header fields of a GGUF file (None where absent); a file that is no GGUF is a one-line error."""
+    from gguf import GGUFReader
+
+    try:
+        reader = GGUFReader(path)
+    except (ValueError, OSError, IndexError) as exc:
+        raise ModelError(f"{path} is not a readable GGUF file ({str(exc).splitlines()[0]})") from exc
+    return [reader.fields[n].contents() if n in reader.fields else None for n in names]
+
+
+def _check_adapter(model: Path, adapter: Path) -> None:
+    """An adapter llama.cpp would crash on is refused first: it must be a GGUF LoRA for the model's architecture
+    (llama.cpp aborts the process on some malformed adapter files instead of reporting them)."""
+    if not adapter.is_file():
+        raise ModelError(f"adapter file {adapter} does not exist; export one with `duomem distill export`")
+    kind, adapter_type, arch = _gguf_fields(adapter, "general.type", "adapter.type", "general.architecture")
+    if kind != "adapter" or adapter_type != "lora":
+        raise ModelError(f"{adapter} is not a GGUF LoRA adapter (general.type {kind!r}); export one with "
+                         "`duomem distill export`")
+    (model_arch,) = _gguf_fields(model, "general.architecture")
+    if arch != model_arch:
+        raise ModelError(f"{adapter} is a LoRA for {arch!r} models, but {model} is a {model_arch!r} model")
+
+
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     n = min(len(a), len(b))
     i = 0
@@ -104,8 +129,8 @@ class LlamaCppChatModel(Batching):
             from llama_cpp import Llama
         except ImportError as exc:  # pragma: no cover - a hard dependency
             raise ModelError("llama-cpp-python is not installed: pip install llama-cpp-python==0.3.36") from exc
-        if lora_path is not None and not Path(lora_path).is_file():
-            raise ModelError(f"adapter file {lora_path} does not exist; export one with `duomem distill export`")
+        if lora_path is not None:
+            _check_adapter(Path(path), Path(lora_path))
         threads = n_threads or min(2, os.cpu_count() or 1)
         with _quiet_load() as log:
             try:
