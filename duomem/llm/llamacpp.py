@@ -14,6 +14,7 @@ from duomem.errors import ModelError
 from duomem.llm.base import Batching, Candidate, Completion, Constraint, Message, Scores
 from duomem.llm.chat_template import render_chat
 from duomem.llm.constrain import continuation_ids, gbnf, log_softmax_at, log_softmax_row, turn_shape
+from duomem.llm.registry import gguf_metadata
 
 SCORE_SEQUENCES = 64
 """Sequences of the llama.cpp context: the prompt (sequence 0) and up to 63 candidates scored in one decode."""
@@ -82,27 +83,17 @@ def _quiet_load() -> Iterator[list[str]]:
             llama_cpp.llama_log_set(default_log.llama_log_callback, ctypes.c_void_p(0))
 
 
-def _gguf_fields(path: Path, *names: str) -> list[object]:
-    """Header fields of a GGUF file (None where absent); a file that is no GGUF is a one-line error."""
-    from gguf import GGUFReader
-
-    try:
-        reader = GGUFReader(path)
-    except (ValueError, OSError, IndexError) as exc:
-        raise ModelError(f"{path} is not a readable GGUF file ({str(exc).splitlines()[0]})") from exc
-    return [reader.fields[n].contents() if n in reader.fields else None for n in names]
-
-
 def _check_adapter(model: Path, adapter: Path) -> None:
     """An adapter llama.cpp would crash on is refused first: it must be a GGUF LoRA for the model's architecture
     (llama.cpp aborts the process on some malformed adapter files instead of reporting them)."""
     if not adapter.is_file():
         raise ModelError(f"adapter file {adapter} does not exist; export one with `duomem distill export`")
-    kind, adapter_type, arch = _gguf_fields(adapter, "general.type", "adapter.type", "general.architecture")
-    if kind != "adapter" or adapter_type != "lora":
-        raise ModelError(f"{adapter} is not a GGUF LoRA adapter (general.type {kind!r}); export one with "
-                         "`duomem distill export`")
-    (model_arch,) = _gguf_fields(model, "general.architecture")
+    meta = gguf_metadata(adapter, ("general.type", "adapter.type", "general.architecture"))
+    if meta.get("general.type") != "adapter" or meta.get("adapter.type") != "lora":
+        raise ModelError(f"{adapter} is not a GGUF LoRA adapter (general.type {meta.get('general.type')!r}); "
+                         "export one with `duomem distill export`")
+    arch = meta.get("general.architecture")
+    model_arch = gguf_metadata(model, ("general.architecture",)).get("general.architecture")
     if arch != model_arch:
         raise ModelError(f"{adapter} is a LoRA for {arch!r} models, but {model} is a {model_arch!r} model")
 

@@ -185,11 +185,15 @@ def resolve(name: str) -> ModelRef:
 
 
 def gguf_metadata(path: Path, keys: tuple[str, ...]) -> dict[str, object]:
-    """Selected metadata fields of a GGUF file (strings, numbers or booleans), read without loading weights."""
+    """Selected metadata fields of a GGUF file (strings, numbers or booleans; absent ones left out), read without
+    loading weights. A file that is no GGUF is a one-line error."""
     from gguf import GGUFReader
     from gguf.constants import GGUFValueType
 
-    reader = GGUFReader(str(path))
+    try:
+        reader = GGUFReader(str(path))
+    except (ValueError, OSError, IndexError) as exc:
+        raise ModelError(f"{path} is not a readable GGUF file ({str(exc).splitlines()[0]})") from exc
     out: dict[str, object] = {}
     for key in keys:
         field = reader.fields.get(key)
