@@ -61,9 +61,14 @@ class TeacherConfig(_Strict):
         return self
 
 
+EXPERT_MEMORY_WRITER = "qwen2.5-coder-1.5b"
+"""Who writes the memories of the expert teacher (an oracle with no words of its own) unless told otherwise."""
+
+
 class MemoryConfig(_Strict):
-    teacher_writer: str = "qwen2.5-coder-1.5b"
-    """A model, or ``plan``: the deterministic writer that turns the teacher's own plan into steps (no model)."""
+    teacher_writer: str | None = None
+    """A model, or ``plan``: the deterministic writer that turns the teacher's own plan into steps (no model).
+    Default: an LLM teacher writes its own memories (the paper); for the expert, ``qwen2.5-coder-1.5b``."""
     student_writer: str | None = None
     """Default: the student model itself (MemP-style self-memory)."""
     format: Literal["script", "trajectory", "both", "abstract"] = "both"
@@ -163,6 +168,13 @@ class PipelineConfig(_Strict):
     data: DataConfig = Field(default_factory=DataConfig)
     lora: LoraSettings = Field(default_factory=LoraSettings)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    @property
+    def teacher_writer(self) -> str:
+        """The model (or ``plan``) that writes the teacher's memories (see ``memory.teacher_writer``)."""
+        if self.memory.teacher_writer:
+            return self.memory.teacher_writer
+        return self.teacher.model if self.teacher.policy == "llm" and self.teacher.model else EXPERT_MEMORY_WRITER
 
 
 def _set_path(data: dict, dotted: str, raw: str) -> None:

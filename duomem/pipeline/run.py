@@ -25,6 +25,12 @@ def _ids(tasks: list[TaskSpec]) -> list[str]:
     return [t.game_id for t in tasks]
 
 
+def _writer_backend(writer: str) -> str:
+    """llama.cpp for a GGUF writer (the stage keys of earlier banks stay as they were), else the backend its name
+    asks for (``openai:`` for a served teacher, ``hf:`` for transformers)."""
+    return "auto" if writer.startswith(("openai:", "hf:")) else "llamacpp"
+
+
 def choose_k(success: dict[int, float], default: int) -> int:
     """The k with the best tuning success; a tie keeps ``default`` (``memory.top_k``) when it is among the best,
     else the smallest of the best (no evidence for a change keeps the prior choice)."""
@@ -282,8 +288,9 @@ class Pipeline:
         student_writer = cfg.memory.student_writer or cfg.student.model
         own_bank = (self.build_bank("own_bank", student, "trajectories.jsonl", student_writer, True,
                                     backend=self.collect_backend) if student else None)
-        teacher_bank = (self.build_bank("teacher_bank", teacher, "demonstrations.jsonl", cfg.memory.teacher_writer,
-                                        False) if teacher and needs_teacher_bank else None)
+        teacher_bank = (self.build_bank("teacher_bank", teacher, "demonstrations.jsonl", cfg.teacher_writer, False,
+                                        backend=_writer_backend(cfg.teacher_writer))
+                        if teacher and needs_teacher_bank else None)
         if self._stop("memory"):
             return None
         if teacher_bank:
