@@ -113,6 +113,7 @@ def test_export_matches_transformers(tmp_path: Path, smollm2: str, bundle):
 
     from duomem.distill.export import export_gguf_lora
     from duomem.llm.hf import attach_adapter, encode, load_hf
+    from duomem.llm.llamacpp import load_defaults, plain_weights_needed
     from duomem.llm.registry import resolve
 
     model = load_hf(smollm2, for_training=True).model
@@ -133,7 +134,8 @@ def test_export_matches_transformers(tmp_path: Path, smollm2: str, bundle):
     path = str(resolve(smollm2).path)
 
     def llama_logits(lora: str | None) -> np.ndarray:
-        llm = Llama(model_path=path, lora_path=lora, n_ctx=256, logits_all=True, verbose=False, n_threads=2)
+        with load_defaults(None, plain_weights=plain_weights_needed(lora is not None)):  # as duomem loads it
+            llm = Llama(model_path=path, lora_path=lora, n_ctx=256, logits_all=True, verbose=False, n_threads=2)
         llm.eval(ids)
         return np.array(llm.scores[len(ids) - 1])
 
@@ -141,6 +143,50 @@ def test_export_matches_transformers(tmp_path: Path, smollm2: str, bundle):
     corr = float(np.corrcoef(want.numpy(), with_lora)[0, 1])
     corr_base = float(np.corrcoef(want.numpy(), base)[0, 1])
     assert corr > 0.99 and corr > corr_base + 0.02, (corr, corr_base)
+
+
+@pytest.mark.slow
+def test_full_fine_tune_trains_and_exports_a_gguf_model_llamacpp_follows(small_sft: Path, tmp_path: Path,
+                                                                         smollm2: str, bundle):
+    """``method: full`` trains every weight; the merged GGUF (the base model's metadata, the tuned weights) loads
+    in llama.cpp and gives the logits transformers gives, where the base model does not."""
+    import torch
+    from llama_cpp import Llama
+
+    from duomem.distill.export import export_gguf_model
+    from duomem.distill.train import LoraConfig, train_lora
+    from duomem.llm.hf import encode, load_hf
+    from duomem.llm.llamacpp import load_defaults, plain_weights_needed
+
+    config = LoraConfig(method="full", epochs=2, learning_rate=1e-4, batch_size=2, save_steps=100, warmup_ratio=0.0)
+    meta = train_lora(smollm2, small_sft, tmp_path / "full", config, threads=2)
+    losses = [p["loss"] for p in meta["loss_curve"]]
+    assert meta["method"] == "full" and meta["trainable_params"] == meta["total_params"] > 100_000_000
+    assert len(losses) == 2 and losses[-1] < losses[0] and (tmp_path / "full" / "model.safetensors").is_file()
+    # a strong change of every weight, so that following it is a real test of the export
+    model = load_hf(smollm2, for_training=True).model
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * p.std() * 0.3)
+    model.save_pretrained(str(tmp_path / "rand"))
+    (tmp_path / "rand" / "training.json").write_text(json.dumps({"base_model": smollm2}))
+    text = "<|im_start|>user\nGo to the desk 1 and take the mug 1.<|im_end|>\n<|im_start|>assistant\n"
+    ids = encode(bundle, text)
+    with torch.no_grad():
+        want = model(torch.tensor([ids])).logits[0, -1].numpy()
+        base = bundle.model(torch.tensor([ids])).logits[0, -1].numpy()
+    for quant, least in (("f16", 0.999), ("q8_0", 0.97)):  # q8_0 of weights this noisy: 0.980 measured
+        info = export_gguf_model(tmp_path / "rand", tmp_path / f"rand-{quant}.gguf", quant=quant)
+        assert info["tensors"] == 272 and info["quant"] == quant
+        with load_defaults(None, plain_weights=plain_weights_needed(False)):  # as duomem loads it
+            llm = Llama(model_path=info["path"], n_ctx=256, logits_all=True, verbose=False, n_threads=2)
+        llm.eval(ids)
+        got = np.array(llm.scores[len(ids) - 1])
+        corr = float(np.corrcoef(want, got)[0, 1])
+        assert corr > least and corr > float(np.corrcoef(base, got)[0, 1]) + 0.05, (quant, corr)
+    exported = export_gguf_model(tmp_path / "full", tmp_path / "full.gguf")
+    assert 100e6 < exported["bytes"] < 200e6  # q8_0 of 135M parameters
 
 
 def test_training_resumes_after_kill(small_sft: Path, tmp_path: Path, smollm2: str):

@@ -163,3 +163,37 @@ def test_split_backends_keep_the_collected_stages(prepared: Path, tmp_path: Path
     on_device = collect_path(["student.collect_backend=transformers"])
     assert gpu == on_device
     assert collect_path([]) != gpu  # llama.cpp collection is another stage
+
+
+def test_training_stage_keys_of_lora_runs_do_not_change():
+    """A LoRA run's training key is what it was before full fine-tuning existed (the committed full-scale
+    adapters' stage folders, e.g. lora_plain-5eb17795a849, stay valid); a full fine-tune has its own."""
+    from duomem.pipeline.config import LoraSettings
+    from duomem.pipeline.stages import stage_key
+
+    lora = LoraSettings(rank=16, alpha=32, epochs=2, learning_rate=2e-4, batch_size=4, grad_accum=4, max_length=4096)
+    assert set(lora.key_fields()) == {"rank", "alpha", "epochs", "max_steps", "learning_rate", "batch_size",
+                                      "grad_accum", "max_length"}
+    full = lora.model_copy(update={"method": "full"})
+    assert full.key_fields()["method"] == "full" and full.key_fields()["quant"] == "q8_0"
+    assert stage_key(full.key_fields()) != stage_key(lora.key_fields())
+
+
+@pytest.mark.slow
+def test_pipeline_with_a_full_fine_tune(duomem_home: Path, smollm2: str, needs_torch, tmp_path: Path):
+    """`lora.method: full`: the DuoMem row plays the fully fine-tuned student, exported as a GGUF model."""
+    from duomem.pipeline.run import Pipeline
+
+    cfg = load_config(Path("duomem/pipeline/configs/ci.yaml"), [
+        f"output={tmp_path / 'full'}", "lora.method=full", "lora.learning_rate=0.00003", "lora.max_steps=1",
+        "eval.k_sweep=[]", "eval.configs=[duomem]", "eval.max_steps=3"])
+    pipe = Pipeline(cfg, show_progress=False)
+    report = pipe.run()
+    assert report is not None
+    (lora,) = pipe.artifacts["loras"].values()
+    assert lora["method"] == "full" and lora["trainable_params"] == lora["total_params"]
+    model = Path(lora["model"])
+    assert model.suffix == ".gguf" and 100e6 < model.stat().st_size < 200e6 and "adapter" not in lora
+    spec = json.loads(next((tmp_path / "full" / "stages").glob("eval_duomem-*/run.json")).read_text())["spec"]
+    assert spec["model"] == str(model) and spec["adapter"] is None
+    assert pipe.summaries["duomem"]["n_episodes"] == 2

@@ -61,6 +61,8 @@ def train_command(
     model: Annotated[str, typer.Option(help="Student model (a packaged GGUF name or hf:ORG/NAME).")],
     data: Annotated[Path, typer.Option(help="Folder from `duomem distill dataset`.")],
     out: Annotated[Path, typer.Option(help="Adapter folder (peft) with checkpoints; rerun to resume.")],
+    method: Annotated[str, typer.Option(help="lora (a peft adapter) or full (every weight; use --lr 1e-5 to 5e-5 "
+                                             "and export the model with duomem distill export).")] = "lora",
     rank: Annotated[int, typer.Option(help="LoRA rank.")] = 16,
     alpha: Annotated[int | None, typer.Option(help="LoRA alpha (default 2 x rank).")] = None,
     epochs: Annotated[float, typer.Option(help="Epochs.")] = 2.0,
@@ -76,10 +78,10 @@ def train_command(
     seed: Annotated[int, typer.Option(help="Seed.")] = 0,
     nproc: Annotated[int, typer.Option(help="Processes (GPUs) for data-parallel training via torchrun.")] = 1,
 ) -> None:
-    """LoRA fine-tuning with transformers + peft; resumable from checkpoints."""
+    """LoRA (or full) fine-tuning with transformers + peft; resumable from checkpoints."""
     from duomem.distill.train import LoraConfig, train_lora, trainable_summary
 
-    config = LoraConfig(rank=rank, alpha=alpha, epochs=epochs, max_steps=max_steps, learning_rate=lr,
+    config = LoraConfig(method=method, rank=rank, alpha=alpha, epochs=epochs, max_steps=max_steps, learning_rate=lr,
                         batch_size=batch_size, grad_accum=grad_accum, max_length=max_length, save_steps=save_steps,
                         gradient_checkpointing=gradient_checkpointing, seed=seed)
     if nproc > 1:
@@ -88,19 +90,27 @@ def train_command(
         launch_distributed(model, data, out, config, device, nproc)
         return
     meta = train_lora(model, data, out, config, device=device, threads=threads)
-    console.print(f"adapter in {out}: {trainable_summary(meta)}")
+    console.print(f"{'model' if method == 'full' else 'adapter'} in {out}: {trainable_summary(meta)}")
 
 
 @app.command("export")
 def export_command(
-    adapter: Annotated[Path, typer.Option(help="peft adapter folder.")],
-    out: Annotated[Path | None, typer.Option(help="GGUF LoRA file (default <adapter>/adapter.gguf).")] = None,
+    adapter: Annotated[Path, typer.Option(help="peft adapter folder, or the folder of a full fine-tune.")],
+    out: Annotated[Path | None, typer.Option(help="GGUF file (default <adapter>/adapter.gguf, or model.gguf for "
+                                                  "a full fine-tune).")] = None,
     base_model: Annotated[str | None, typer.Option(help="Base model (default: from training.json).")] = None,
-    dtype: Annotated[str, typer.Option(help="f16 or f32.")] = "f16",
+    dtype: Annotated[str, typer.Option(help="LoRA tensors: f16 or f32.")] = "f16",
+    quant: Annotated[str, typer.Option(help="Full fine-tune: f16, q8_0, q4_1 or q4_k_m.")] = "q8_0",
 ) -> None:
-    """Write the adapter in llama.cpp's GGUF LoRA format (loads with Llama(model_path=base, lora_path=...))."""
-    from duomem.distill.export import export_gguf_lora
+    """Write a LoRA in llama.cpp's GGUF LoRA format (Llama(model_path=base, lora_path=...)), or a fully
+    fine-tuned model as a GGUF model (duomem eval --model <file>.gguf)."""
+    from duomem.distill.export import MODEL_GGUF, MODEL_WEIGHTS, export_gguf_lora, export_gguf_model
 
+    if (adapter / MODEL_WEIGHTS).is_file():
+        info = export_gguf_model(adapter, out or adapter / MODEL_GGUF, base_model=base_model, quant=quant)
+        console.print(f"wrote {info['path']}: {info['tensors']} tensors ({info['quant']}), "
+                      f"{info['bytes'] / 1e6:.1f} MB ({info['arch']}, base {info['base_model']})")
+        return
     info = export_gguf_lora(adapter, out or adapter / "adapter.gguf", base_model=base_model, dtype=dtype)
     console.print(f"wrote {info['path']}: {info['tensors']} tensors, {info['bytes'] / 1e6:.1f} MB "
                   f"({info['arch']}, base {info['base_model']})")

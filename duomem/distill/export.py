@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from duomem.errors import DataError, ModelError
+from duomem.errors import ConfigError, DataError, ModelError
 from duomem.llm.registry import gguf_metadata, resolve
 
 _MODULES = {
@@ -99,3 +99,85 @@ def ensure_gguf_adapter(adapter: str | Path) -> Path:
     if adapter.is_dir() and not exported.is_file():
         export_gguf_lora(adapter, exported)
     return exported
+
+
+QUANTS = {"f16": 1, "q8_0": 7, "q4_1": 3, "q4_k_m": 15}
+"""GGUF file types a fully fine-tuned model can be written as (llama.cpp's ``LLAMA_FTYPE_MOSTLY_*``)."""
+MODEL_WEIGHTS = "model.safetensors"
+MODEL_GGUF = "model.gguf"
+
+
+def export_gguf_model(model_dir: Path, out: Path, base_model: str | None = None, quant: str = "q8_0",
+                      threads: int | None = None) -> dict:
+    """Write ``out``, a GGUF model of a fully fine-tuned student (``model_dir/model.safetensors`` from
+    ``duomem distill train --method full``), for llama.cpp.
+
+    The base model's GGUF is the template: its metadata (tokenizer, chat template, hyper-parameters) is copied and
+    each of its tensors is replaced by the fine-tuned weight of the same name (Hugging Face names mapped with
+    gguf's tensor map; q/k rows permuted for the llama architecture, as for the LoRA), written as f16 (norms f32),
+    then quantised to ``quant`` with llama.cpp's quantiser (q8_0 keeps the fine-tune's precision; 145 MB for the
+    135M student)."""
+    import gguf
+    from safetensors.torch import load_file
+
+    model_dir, out = Path(model_dir), Path(out)
+    if quant not in QUANTS:
+        raise ConfigError(f"unknown quantisation {quant!r}; choose from {', '.join(QUANTS)}")
+    weights = model_dir / MODEL_WEIGHTS
+    if not weights.is_file():
+        raise DataError(f"{model_dir} holds no fully fine-tuned model ({MODEL_WEIGHTS}); train one with "
+                        "`duomem distill train --method full`")
+    base_name = base_model or _base_name(model_dir, {})
+    ref = resolve(base_name)
+    if ref.kind != "gguf" or ref.path is None:
+        raise ModelError(f"GGUF export needs a GGUF base model, not {base_name}")
+    base = gguf.GGUFReader(str(ref.path))
+    arch = str(base.fields["general.architecture"].contents())
+    n_blocks = int(base.fields[f"{arch}.block_count"].contents())
+    n_head = int(base.fields[f"{arch}.attention.head_count"].contents())
+    n_head_kv = int(base.fields[f"{arch}.attention.head_count_kv"].contents()) \
+        if f"{arch}.attention.head_count_kv" in base.fields else n_head
+    names = gguf.get_tensor_name_map(next(k for k, v in gguf.MODEL_ARCH_NAMES.items() if v == arch), n_blocks)
+    tuned: dict[str, np.ndarray] = {}
+    for hf_name, tensor in load_file(str(weights)).items():
+        name = names.get_name(hf_name, try_suffixes=(".weight", ".bias"))
+        if name is None:
+            raise DataError(f"{weights}: no llama.cpp name for tensor {hf_name}")
+        tuned[name] = tensor.float().numpy()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    f16 = out.with_name(out.stem + ".f16.gguf") if quant != "f16" else out
+    writer = gguf.GGUFWriter(str(f16), arch)
+    for field in base.fields.values():
+        if field.name.startswith("GGUF.") or field.name in ("general.architecture", "general.file_type"):
+            continue
+        kind = field.types[0]
+        writer.add_key_value(field.name, field.contents(), kind,
+                             field.types[1] if kind == gguf.GGUFValueType.ARRAY else None)
+    writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
+    for info in base.tensors:
+        if info.name not in tuned:
+            raise DataError(f"{weights} has no weight for the base model's tensor {info.name}")
+        array = tuned[info.name]
+        if arch == "llama" and info.name.endswith(("attn_q.weight", "attn_k.weight")):
+            array = _permute_rows(array, n_head if "attn_q" in info.name else n_head_kv)
+        if array.shape != tuple(int(d) for d in reversed(info.shape)):
+            raise DataError(f"{weights}: {info.name} has shape {array.shape}, the base model's is "
+                            f"{tuple(int(d) for d in reversed(info.shape))}")
+        writer.add_tensor(info.name, array.astype(np.float16 if array.ndim > 1 else np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    if quant != "f16":
+        import os
+
+        import llama_cpp
+
+        params = llama_cpp.llama_model_quantize_default_params()
+        params.ftype = QUANTS[quant]
+        params.nthread = threads or os.cpu_count() or 1
+        if llama_cpp.llama_model_quantize(str(f16).encode(), str(out).encode(), params) != 0:
+            raise ModelError(f"llama.cpp could not quantise {f16} to {quant}")
+        f16.unlink()
+    return {"path": str(out), "bytes": out.stat().st_size, "tensors": len(base.tensors), "base_model": base_name,
+            "arch": arch, "quant": quant}

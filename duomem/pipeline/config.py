@@ -114,6 +114,12 @@ class DataConfig(_Strict):
 
 
 class LoraSettings(_Strict):
+    method: Literal["lora", "full"] = "lora"
+    """``lora``: an adapter of a few MB; ``full``: every weight trained (the 95% recipe of LM-BUTLER), exported as a
+    GGUF model (``quant``) that the rows play instead of base + adapter. Full fine-tuning wants a lower
+    ``learning_rate`` (1e-5 to 5e-5)."""
+    quant: Literal["f16", "q8_0", "q4_1", "q4_k_m"] = "q8_0"
+    """``method: full``: the GGUF type the fine-tuned model is written as."""
     memory_dropout: float = Field(0.0, ge=0.0, le=1.0)
     """Share of teacher trajectories trained without the memory block (memory rows), so one adapter works with
     and without memories."""
@@ -128,6 +134,12 @@ class LoraSettings(_Strict):
     device: str = "auto"
     """``auto``: cuda when torch sees a GPU, else cpu (not part of the stage key)."""
     keep_checkpoints: bool = False
+
+    def key_fields(self) -> dict:
+        """The settings that change what is trained (the training stage's key). ``method`` and ``quant`` count only
+        for a full fine-tune, so that the keys of LoRA stages made before they existed stay as they were."""
+        exclude = {"device", "keep_checkpoints", "memory_dropout"}
+        return self.model_dump(exclude=exclude if self.method == "full" else exclude | {"method", "quant"})
 
 
 class EvalConfig(_Strict):

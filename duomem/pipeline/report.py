@@ -219,9 +219,13 @@ def report_markdown(report: dict) -> str:
                          f"writer {', '.join(b['writers']) or '-'}, retrieval {b['retrieval']} "
                          f"({b['embedder'] or 'bm25'}) |")
     for name, lo in art.get("loras", {}).items():
-        lines.append(f"| LoRA for {label(name)} | {lo['gguf_bytes'] / 1e6:.1f} MB GGUF "
-                     f"({lo['peft_bytes'] / 1e6:.1f} MB peft) | rank {lo['rank']}, alpha {lo['alpha']}, "
-                     f"{lo['trainable_params'] / 1e6:.2f}M trainable params, {lo['examples']} examples, "
+        if lo.get("method") == "full":
+            what = (f"| full fine-tune for {label(name)} | {lo['gguf_bytes'] / 1e6:.1f} MB GGUF model "
+                    f"({lo['peft_bytes'] / 1e6:.1f} MB safetensors) | every weight, ")
+        else:
+            what = (f"| LoRA for {label(name)} | {lo['gguf_bytes'] / 1e6:.1f} MB GGUF "
+                    f"({lo['peft_bytes'] / 1e6:.1f} MB peft) | rank {lo['rank']}, alpha {lo['alpha']}, ")
+        lines.append(what + f"{lo['trainable_params'] / 1e6:.2f}M trainable params, {lo['examples']} examples, "
                      f"{lo['tokens_per_epoch'] * lo['epochs']:.0f} train tokens, {lo['steps']} steps, "
                      f"{lo['wall_s']:.0f} s on {lo['hardware']}, loss {lo['loss_first']} -> {lo['loss_last']} |")
     tc = art.get("teacher_collect")

@@ -31,6 +31,11 @@ def _writer_backend(writer: str) -> str:
     return "auto" if writer.startswith(("openai:", "hf:")) else "llamacpp"
 
 
+def _tuned(info: dict) -> dict:
+    """What a row trained for plays: the base model with its adapter, or the fully fine-tuned GGUF model."""
+    return {"model": info["model"]} if "model" in info else {"adapter": info["adapter"]}
+
+
 def choose_k(success: dict[int, float], default: int) -> int:
     """The k with the best tuning success; a tie keeps ``default`` (``memory.top_k``) when it is among the best,
     else the smallest of the best (no evidence for a change keeps the prior choice)."""
@@ -101,7 +106,8 @@ class Pipeline:
             kw.setdefault("retrieval", cfg.memory.retrieval)
             kw.setdefault("memory_format", cfg.memory.show_format)
         backend = backend or cfg.eval.backend
-        return RolloutSpec(policy="llm", model=cfg.student.model, shots=cfg.student.shots, fewshot=cfg.student.fewshot,
+        kw.setdefault("model", cfg.student.model)
+        return RolloutSpec(policy="llm", shots=cfg.student.shots, fewshot=cfg.student.fewshot,
                            n_ctx=cfg.student.n_ctx,
                            max_steps=cfg.eval.max_steps, seed=cfg.seed, threads=cfg.eval.threads,
                            backend=backend, device=cfg.eval.device,
@@ -234,12 +240,12 @@ class Pipeline:
             fewshot=cfg.student.fewshot))
 
     def train_lora(self, name: str, sft: StageResult) -> StageResult:
-        from duomem.distill.export import export_gguf_lora
+        from duomem.distill.export import MODEL_GGUF, MODEL_WEIGHTS, export_gguf_lora, export_gguf_model
         from duomem.distill.train import LoraConfig, train_lora
 
         cfg = self.cfg
-        lora_cfg = cfg.lora.model_dump(exclude={"device", "keep_checkpoints", "memory_dropout"})
-        inputs = {"sft": sft.key, "student": cfg.student.model, "lora": lora_cfg, "seed": cfg.seed}
+        full = cfg.lora.method == "full"
+        inputs = {"sft": sft.key, "student": cfg.student.model, "lora": cfg.lora.key_fields(), "seed": cfg.seed}
 
         def work(d: Path) -> dict:
             import torch
@@ -247,16 +253,22 @@ class Pipeline:
             device = cfg.lora.device
             if device == "auto":
                 device = "cuda" if torch.cuda.is_available() else "cpu"
-            config = LoraConfig(rank=cfg.lora.rank, alpha=cfg.lora.alpha, epochs=cfg.lora.epochs,
-                                max_steps=cfg.lora.max_steps, learning_rate=cfg.lora.learning_rate,
+            config = LoraConfig(method=cfg.lora.method, rank=cfg.lora.rank, alpha=cfg.lora.alpha,
+                                epochs=cfg.lora.epochs, max_steps=cfg.lora.max_steps, learning_rate=cfg.lora.learning_rate,
                                 batch_size=cfg.lora.batch_size, grad_accum=cfg.lora.grad_accum,
                                 max_length=cfg.lora.max_length, seed=cfg.seed)
             meta = train_lora(cfg.student.model, sft.path, d / "adapter", config, device=device,
                               threads=cfg.eval.threads)
-            gguf = export_gguf_lora(d / "adapter", d / "adapter" / "adapter.gguf", base_model=cfg.student.model)
+            if full:
+                gguf = export_gguf_model(d / "adapter", d / "adapter" / MODEL_GGUF, base_model=cfg.student.model,
+                                         quant=cfg.lora.quant)
+                (d / "adapter" / MODEL_WEIGHTS).unlink()  # the GGUF is what the rows play
+            else:
+                gguf = export_gguf_lora(d / "adapter", d / "adapter" / "adapter.gguf", base_model=cfg.student.model)
             if not cfg.lora.keep_checkpoints:
                 shutil.rmtree(d / "adapter" / "checkpoints", ignore_errors=True)
-            return {"adapter": str(d / "adapter"), "gguf_bytes": gguf["bytes"],
+            played = {"model": gguf["path"]} if full else {"adapter": str(d / "adapter")}
+            return {**played, "method": cfg.lora.method, "gguf_bytes": gguf["bytes"],
                     "peft_bytes": meta["adapter_bytes"], **{k: meta[k] for k in (
                         "trainable_params", "total_params", "examples", "tokens_per_epoch", "trained_tokens_per_epoch",
                         "epochs", "steps", "wall_s", "train_tokens_per_s", "hardware", "loss_first", "loss_last",
@@ -320,12 +332,12 @@ class Pipeline:
             lora, bank = ROWS[name]
             kw: dict = {}
             if lora:
-                kw["adapter"] = loras[name].info["adapter"]
+                kw.update(_tuned(loras[name].info))
             if bank:
                 kw.update(memory=banks[bank].info["bank"], top_k=k)
             specs[name] = self.student_spec(**kw)
         for window in cfg.eval.history_windows:
-            base = specs.get("duomem") or self.student_spec(adapter=loras["duomem"].info["adapter"],
+            base = specs.get("duomem") or self.student_spec(**_tuned(loras["duomem"].info),
                                                             memory=teacher_bank.info["bank"], top_k=k)
             specs[f"duomem_window{window}"] = base.model_copy(update={"history_window": window})
         for name, spec in specs.items():
