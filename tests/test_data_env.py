@@ -136,3 +136,23 @@ def test_a_crashing_expert_does_not_end_the_game(prepared: Path, expert_fix: boo
     assert obs.expert_action == "look" and not obs.done and obs.admissible_commands
     assert obs.expert_error == "IndexError: Cannot choose from an empty sequence"  # it reaches the record
     env.close()
+
+
+def test_games_play_exactly_as_in_the_committed_expert_records(prepared: Path, tmp_path: Path):
+    """The engine as duomem runs it (TextWorld's text templates parsed once per process) writes every
+    observation exactly as when the published expert row was played: one game of each type, step by step."""
+    from duomem.envs.alfworld_data import load_tasks
+    from duomem.eval.runner import run_rollouts
+    from duomem.eval.spec import RolloutSpec
+
+    committed = Path(__file__).resolve().parents[1] / "benchmarks" / "runs" / "expert-valid_unseen"
+    want = {r["game_id"]: r for r in map(json.loads, (committed / "episodes.jsonl").read_text().splitlines())}
+    tasks = list(first_of_each_type(load_tasks("valid_unseen")).values())
+    spec = RolloutSpec.model_validate(json.loads((committed / "run.json").read_text())["spec"])
+    result = run_rollouts(spec, tasks, tmp_path / "run", name="replay", show_progress=False)
+    for record in result.records:
+        old = want[record.game_id]["trajectory"]
+        assert record.trajectory.initial_observation == old["initial_observation"]
+        assert [(s.text, s.observation) for s in record.trajectory.steps] == \
+            [(s["text"], s["observation"]) for s in old["steps"]]
+        assert record.won == want[record.game_id]["won"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import random
 from pathlib import Path
 
@@ -11,6 +12,36 @@ from duomem.envs.timeout import call_with_timeout
 from duomem.errors import DataError, EnvTimeout
 
 WELCOME = "-= Welcome to TextWorld, ALFRED! =-"
+
+
+@functools.cache
+def _memoize_text_generation() -> None:
+    """Parse each of TextWorld's text-generation templates once per process instead of at every step.
+
+    TextWorld's PDDL engine re-parses the template of every sentence it writes, and the condition of each
+    template, with a tatsu grammar (about 45 parses per step, most of a step's time); the parse of a string is
+    always the same, so it is kept and a deep copy handed out (the engine writes into the symbols it gets). Observations do not change: a test replays
+    games with and without it."""
+    import copy
+
+    from textworld.envs.pddl import textgen
+
+    parse = textgen._parse_and_convert
+
+    @functools.lru_cache(maxsize=16384)
+    def parsed(text: str, rule_name: str) -> list:
+        return parse(text, rule_name=rule_name)
+
+    def cached(text, rule_name="symbols", trace=False, **kwargs):
+        if trace or kwargs or not isinstance(text, str):
+            return parse(text, rule_name=rule_name, trace=trace, **kwargs)
+        return copy.deepcopy(parsed(text, rule_name))
+
+    textgen._parse_and_convert = cached
+
+    parse_query = textgen.Rule.parse_conjunctive_query  # the conditions of the templates: parsed once too
+    parsed_query = functools.lru_cache(maxsize=16384)(parse_query)
+    textgen.Rule.parse_conjunctive_query = classmethod(lambda cls, expr: copy.deepcopy(parsed_query(expr)))
 
 
 def _expert_wrapper(fix: bool):
@@ -91,6 +122,7 @@ class AlfworldEnv:
 
         if not Path(game_file).is_file():
             raise DataError(f"game file {game_file} is missing; run `duomem data prepare` again")
+        _memoize_text_generation()
         self.close()
         extras = ["gamefile", "expert_plan"] if self.expert else ["gamefile"]
         infos = textworld.EnvInfos(won=True, admissible_commands=True, extras=extras)
