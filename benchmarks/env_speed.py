@@ -8,7 +8,6 @@ of each task type; the same commands in both, and the test suite checks that the
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
 import platform
 import random
