@@ -4,6 +4,7 @@ optional peft adapters, on CPU or CUDA. Also serves batched generation for many 
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,10 @@ class HFBundle:
 def _quiet_transformers() -> None:
     settings.quiet_hub()
     from transformers.utils import logging as hf_logging
+
+    # transformers >= 5.2x renamed generate()'s past_key_values to cache (the old name works until 6.0, the new one
+    # is unknown to the 5.1x that the GPU machines have): nothing a user can act on
+    warnings.filterwarnings("ignore", message=r"`past_key_values` is deprecated", category=FutureWarning)
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
