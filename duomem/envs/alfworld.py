@@ -20,8 +20,9 @@ def _memoize_text_generation() -> None:
 
     TextWorld's PDDL engine re-parses the template of every sentence it writes, and the condition of each
     template, with a tatsu grammar (about 45 parses per step, most of a step's time); the parse of a string is
-    always the same, so it is kept and a deep copy handed out (the engine writes into the symbols it gets). Observations do not change: a test replays
-    games with and without it."""
+    always the same, so it is kept and a deep copy handed out (the engine writes into the symbols it gets).
+    Observations do not change: a test replays games against the committed expert records, and
+    ``benchmarks/env_speed.py`` compares the two engines' observations."""
     import copy
 
     from textworld.envs.pddl import textgen
