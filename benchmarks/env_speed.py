@@ -71,8 +71,8 @@ def main() -> None:
               "host": {"machine": platform.machine(), "python": platform.python_version()},
               "command": f"python benchmarks/env_speed.py --games {args.games} --steps {args.steps}"}
     atomic_write_json(HERE / "results" / "env-speed.json", result)
-    lines = ["# Game engine speed (valid_unseen, random admissible commands, one process)", "",
-             "| text generation | games | steps | s/step | steps/s | s/reset |", "|---|---|---|---|---|---|"]
+    lines = ["# Game engine speed (valid_unseen, random admissible commands, one process; a new game loaded at each reset)", "",
+             "| engine | games | steps | s/step | steps/s | s/(load + reset) |", "|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {'memoised (duomem)' if r['memoized'] else 'as released'} | {r['games']} | {r['steps']} | "
                      f"{r['s_per_step']:.3f} | {r['steps_per_s']:.1f} | {r['s_per_reset']:.2f} |")

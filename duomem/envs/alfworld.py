@@ -16,11 +16,14 @@ WELCOME = "-= Welcome to TextWorld, ALFRED! =-"
 
 @functools.cache
 def _memoize_text_generation() -> None:
-    """Parse each of TextWorld's text-generation templates once per process instead of at every step.
+    """Parse each of TextWorld's text-generation templates once per process instead of at every step, and
+    translate each game's problem once per episode instead of twice.
 
     TextWorld's PDDL engine re-parses the template of every sentence it writes, and the condition of each
-    template, with a tatsu grammar (about 45 parses per step, most of a step's time); the parse of a string is
-    always the same, so it is kept and a deep copy handed out (the engine writes into the symbols it gets).
+    template, with a tatsu grammar (about 45 parses per step, most of a step's time), and translates the game's
+    PDDL problem with Fast Downward four times per episode (twice when the game loads, twice again at its reset);
+    the result for the same input is always the same, so it is kept and a deep copy handed out (the engine writes
+    into what it gets).
     Observations do not change: a test replays games against the committed expert records, and
     ``benchmarks/env_speed.py`` compares the two engines' observations."""
     import copy
@@ -43,6 +46,17 @@ def _memoize_text_generation() -> None:
     parse_query = textgen.Rule.parse_conjunctive_query  # the conditions of the templates: parsed once too
     parsed_query = functools.lru_cache(maxsize=16384)(parse_query)
     textgen.Rule.parse_conjunctive_query = classmethod(lambda cls, expr: copy.deepcopy(parsed_query(expr)))
+
+    import fast_downward
+
+    translate = fast_downward.pddl2sas  # loading a game and resetting it translate the same problem: once
+
+    @functools.lru_cache(maxsize=8)
+    def translated(domain: str, problem: str, verbose: bool, optimize: bool) -> tuple:
+        return translate(domain, problem, verbose=verbose, optimize=optimize)
+
+    fast_downward.pddl2sas = lambda domain, problem, verbose=False, optimize=False: copy.deepcopy(
+        translated(domain, problem, verbose, optimize))
 
 
 def _expert_wrapper(fix: bool):
