@@ -92,6 +92,13 @@ def _row(split: str, row: str, summary: dict) -> dict:
     records = [json.loads(line) for line in (folder(split, row) / "episodes.jsonl").read_text().splitlines()]
     steps = sum(r["steps"] for r in records)
     llm_s = sum(r["llm_s"] for r in records)
+    speed_path = folder(split, row) / "speed.json"
+    predicted = None
+    if speed_path.is_file():  # raw llama.cpp rates of the run's own machine: prefill for prompt and candidates
+        speed = json.loads(speed_path.read_text())
+        predicted = (sum(r["prompt_tokens"] - r["cached_prompt_tokens"] + r["scored_tokens"] for r in records)
+                     / speed["prompt_tokens_per_s"]
+                     + sum(r["completion_tokens"] for r in records) / speed["decode_tokens_per_s"])
     return {
         "row": row, "split": split, "student": row.split("-")[0],
         "action_selection": summary["action_selection"], "score_norm": summary.get("score_norm"),
@@ -101,6 +108,7 @@ def _row(split: str, row: str, summary: dict) -> dict:
         "invalid_actions": sum(r["invalid_actions"] for r in records),
         "mean_steps": summary["mean_steps"], "wall_s_per_episode": summary["wall_s_per_episode"],
         "model_s_per_step": llm_s / steps if steps else None,
+        "model_time_vs_raw": llm_s / predicted if predicted else None,
         "evaluated_tokens_per_step": sum(r["prompt_tokens"] - r["cached_prompt_tokens"] + r["completion_tokens"]
                                          + r["scored_tokens"] for r in records) / steps if steps else None,
         "records": str(folder(split, row).relative_to(HERE.parent)),
@@ -111,7 +119,7 @@ def _row(split: str, row: str, summary: dict) -> dict:
 
 def _command(split: str, row: str) -> str:
     if (split, row) in SHARED:
-        return "duomem run configs/full-smollm2-135m.yaml (the `lora` row; benchmarks/README section 10)"
+        return "duomem run configs/full-smollm2-135m.yaml (its lora row, benchmarks/README section 10)"
     student, mode = row.split("-", 1)
     modes = "score-chosen" if mode.startswith("score") and split != "valid_seen" else mode
     return f"python benchmarks/action_selection.py run --split {split} --student {student} --modes {modes}"
@@ -153,15 +161,16 @@ def markdown(result: dict) -> str:
     lines = ["# Action selection: smollm2-135m, llama.cpp, greedy, 50 steps", "",
              f"Score norm chosen on {result['chosen_on']}: **{result['chosen_score_norm'] or 'not yet'}**.", "",
              "| split | row | n | success % [95% CI] | " + " | ".join(TYPES)
-             + " | invalid actions (rate) | steps | s/episode | model s/step | tokens evaluated/step |",
-             "|---" * (11 + len(TYPES)) + "|"]
+             + " | invalid actions (rate) | steps | s/episode | model s/step | tokens evaluated/step "
+             "| model time / raw llama.cpp | played on |", "|---" * (11 + len(TYPES)) + "|"]
     for r in result["rows"]:
         per = " | ".join(pct(r["per_type"][t]["success_rate"]) if t in r["per_type"] else "-" for t in TYPES)
         part = "" if r["complete"] else " (partial)"
         lines.append(f"| {r['split']} | {r['row']}{part} | {r['n_episodes']} | {pct_ci(r)} | {per} | "
                      f"{r['invalid_actions']} ({pct(r['invalid_action_rate'])}%) | {r['mean_steps']:.1f} | "
                      f"{r['wall_s_per_episode']:.1f} | {r['model_s_per_step']:.2f} | "
-                     f"{r['evaluated_tokens_per_step']:.0f} |")
+                     f"{r['evaluated_tokens_per_step']:.0f} | "
+                     + (f"{r['model_time_vs_raw']:.2f}x" if r["model_time_vs_raw"] else "-") + f" | {r['date']} |")
     lines += ["", "Paired on the same games (exact McNemar test on the games one row wins and the other loses):", "",
               "| split | A | B | won by A only | won by B only | A - B, points [95% CI] | p |", "|---" * 7 + "|"]
     for p in result["paired"]:
@@ -169,7 +178,10 @@ def markdown(result: dict) -> str:
         diff = f"{100 * p['difference']:+.1f}" + (f" [{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}]" if ci else "")
         lines.append(f"| {p['split']} | {p['a']} | {p['b']} | {p['a_only']} | {p['b_only']} | {diff} | "
                      f"{p['p_value']:.3f} |")
-    lines += ["", "Commands:", ""]
+    lines += ["", "Rows of different dates ran on different machines (benchmarks/README.md, hardware): compare "
+              "seconds only within a date; model s/step and the ratio to raw llama.cpp (the run's own probe: "
+              "prompt and candidate tokens at the prefill rate, completion tokens at the decode rate) are per "
+              "machine. Success rates do not depend on the machine (greedy decoding).", "", "Commands:", ""]
     lines += sorted({f"- `{r['command']}`" for r in result["rows"]})
     return "\n".join(lines) + "\n"
 
