@@ -45,6 +45,11 @@ def _quiet_transformers() -> None:
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+    # the GGUF loader draws its own tqdm bar ("Converting and de-quantizing GGUF tensors"), outside hf_logging
+    from transformers import modeling_gguf_pytorch_utils as gguf_loading
+
+    if hasattr(gguf_loading, "tqdm"):
+        gguf_loading.tqdm = lambda items, *args, **kwargs: items
 
 
 def load_hf(ref: ModelRef | str, device: str = "cpu", dtype: str = "auto", for_training: bool = False) -> HFBundle:
