@@ -178,10 +178,12 @@ def markdown(result: dict) -> str:
         diff = f"{100 * p['difference']:+.1f}" + (f" [{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}]" if ci else "")
         lines.append(f"| {p['split']} | {p['a']} | {p['b']} | {p['a_only']} | {p['b_only']} | {diff} | "
                      f"{p['p_value']:.3f} |")
-    lines += ["", "Rows of different dates ran on different machines (benchmarks/README.md, hardware): compare "
-              "seconds only within a date; model s/step and the ratio to raw llama.cpp (the run's own probe: "
-              "prompt and candidate tokens at the prefill rate, completion tokens at the decode rate) are per "
-              "machine. Success rates do not depend on the machine (greedy decoding).", "", "Commands:", ""]
+    lines += ["", "Rows dated 2026-11-25 ran on the machine of benchmarks/README section 10, rows dated 2026-12-01 "
+              "and later on the slower Xeon of section 11 (2.5x slower decode), with other work on the same two "
+              "cores: compare seconds only between rows of one machine. The ratio to raw llama.cpp uses the "
+              "run's own probe (prompt and candidate tokens at its prefill rate, completion tokens at its decode "
+              "rate). Success rates do not depend on the machine (greedy decoding: the shipped LoRA student "
+              "replays the 2026-11-25 row's 134 games identically).", "", "Commands:", ""]
     lines += sorted({f"- `{r['command']}`" for r in result["rows"]})
     return "\n".join(lines) + "\n"
 
