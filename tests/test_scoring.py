@@ -64,10 +64,12 @@ def llama_reference(smollm2: str):
     """llama-cpp-python's own evaluation, one sequence, logits for every position (no scoring code of ours)."""
     from llama_cpp import Llama
 
+    from duomem.llm.llamacpp import load_defaults, plain_weights_needed
     from duomem.llm.registry import resolve
 
-    ref = Llama(model_path=str(resolve(smollm2).path), n_ctx=2048, n_batch=512, logits_all=True, n_threads=2,
-                n_threads_batch=2, verbose=False)
+    with load_defaults(None, plain_weights=plain_weights_needed(False)):  # AMX kernels crash (llamacpp.py)
+        ref = Llama(model_path=str(resolve(smollm2).path), n_ctx=2048, n_batch=512, logits_all=True, n_threads=2,
+                    n_threads_batch=2, verbose=False)
     yield ref
     ref.close()
 
