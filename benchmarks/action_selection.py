@@ -9,7 +9,8 @@ Usage:
 Each row is one `duomem eval` (llama.cpp, greedy, 50 steps, 2 workers of one thread) whose records go to
 runs/action-selection/<split>/<student>-<mode>/; rerunning resumes. ``score`` sums the command's token
 log-probabilities, ``score-mean`` averages them; ``score-chosen`` is whichever of the two won more valid_seen
-games with the LoRA student (a tie keeps ``sum``, the earlier default): the norm is never chosen on valid_unseen.
+games with the LoRA student, on the games both played (a tie keeps ``sum``, the earlier default): the norm is never
+chosen on valid_unseen.
 Rows that the table shares with other benchmarks are read from there (``SHARED``) instead of being played twice.
 """
 
@@ -19,10 +20,12 @@ import argparse
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+from duomem.eval.runner import load_records
 from duomem.eval.stats import compare
-from duomem.eval.summary import pct, pct_ci
+from duomem.eval.summary import pct, pct_ci, summarize
 from duomem.jsonl import atomic_write_json, atomic_write_text
 from duomem.pipeline.report import summary_from_records
 
@@ -56,19 +59,33 @@ def folder(split: str, row: str) -> Path:
 
 
 def _summary(split: str, row: str) -> dict | None:
+    """The row's summary; a row stopped before its end (no summary.json) is summarised from the records it has,
+    marked incomplete."""
     path = folder(split, row)
-    if not (path / "summary.json").is_file():
+    if (path / "summary.json").is_file():
+        return summary_from_records(path)
+    if not (path / "episodes.jsonl").is_file():
         return None
-    return summary_from_records(path)
+    records = load_records(path)
+    if not records:
+        return None
+    spec = json.loads((path / "run.json").read_text())["spec"]
+    summary = summarize(records, row, spec["policy"], spec["model"], split)
+    day = time.strftime("%Y-%m-%d", time.gmtime(max(r.ended_at for r in records)))
+    return {**summary, "complete": False, "action_selection": spec["action_selection"],
+            "score_norm": spec["score_norm"], "date": day}
 
 
 def chosen_norm() -> str:
-    """``score`` or ``score-mean``: the one that won more valid_seen games with the LoRA student (tie: sum)."""
+    """``score`` or ``score-mean``: the one that won more of the valid_seen games both played with the LoRA student
+    (paired; a tie keeps sum). The sum row must be complete; the mean row may have stopped early (it ran 52 of 140
+    games, 2026-12-02, before its CPU time went to valid_unseen), and the report says so."""
     s, m = _summary("valid_seen", "lora-score"), _summary("valid_seen", "lora-score-mean")
-    if s is None or m is None or not (s.get("complete", True) and m.get("complete", True)):
+    if s is None or m is None or not s.get("complete", True):
         raise SystemExit("error: the norm is chosen on valid_seen: run --split valid_seen --student lora "
-                         "--modes score,score-mean to the end first")
-    return "score-mean" if m["n_won"] > s["n_won"] else "score"
+                         "--modes score,score-mean first")
+    both = compare(m["outcomes"], s["outcomes"])
+    return "score-mean" if both["a_only"] > both["b_only"] else "score"
 
 
 def run(split: str, student: str, modes: list[str], workers: int) -> None:
@@ -146,8 +163,7 @@ def report() -> None:
             if split == "valid_unseen" and norm == "score-mean":
                 a, b = (x.replace("score", "score-mean", 1) if x.endswith("score") else x for x in (a, b))
             if (split, a) in by and (split, b) in by:
-                oa = summary_from_records(folder(split, a))["outcomes"]
-                ob = summary_from_records(folder(split, b))["outcomes"]
+                oa, ob = _summary(split, a)["outcomes"], _summary(split, b)["outcomes"]
                 paired.append({"split": split, "a": a, "b": b, **compare(oa, ob)})
     result = {"student": "smollm2-135m (Q4_1, llama.cpp)", "chosen_score_norm": norm and
               ("mean" if norm == "score-mean" else "sum"), "chosen_on": "valid_seen, lora student", "rows": rows,
@@ -172,11 +188,12 @@ def markdown(result: dict) -> str:
                      f"{r['evaluated_tokens_per_step']:.0f} | "
                      + (f"{r['model_time_vs_raw']:.2f}x" if r["model_time_vs_raw"] else "-") + f" | {r['date']} |")
     lines += ["", "Paired on the same games (exact McNemar test on the games one row wins and the other loses):", "",
-              "| split | A | B | won by A only | won by B only | A - B, points [95% CI] | p |", "|---" * 7 + "|"]
+              "| split | A | B | games | won by A only | won by B only | A - B, points [95% CI] | p |",
+              "|---" * 8 + "|"]
     for p in result["paired"]:
         ci = p["difference_ci95"]
         diff = f"{100 * p['difference']:+.1f}" + (f" [{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}]" if ci else "")
-        lines.append(f"| {p['split']} | {p['a']} | {p['b']} | {p['a_only']} | {p['b_only']} | {diff} | "
+        lines.append(f"| {p['split']} | {p['a']} | {p['b']} | {p['n_games']} | {p['a_only']} | {p['b_only']} | {diff} | "
                      f"{p['p_value']:.3f} |")
     lines += ["", "Rows dated 2026-11-25 ran on the machine of benchmarks/README section 10, rows dated 2026-12-01 "
               "and later on the slower Xeon of section 11 (2.5x slower decode), with other work on the same two "

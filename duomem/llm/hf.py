@@ -39,10 +39,6 @@ def _quiet_transformers() -> None:
     settings.quiet_hub()
     from transformers.utils import logging as hf_logging
 
-    # transformers >= 5.2x renamed generate()'s past_key_values to cache (the old name works until 6.0, the new one
-    # is unknown to the 5.1x that the GPU machines have): nothing a user can act on
-    warnings.filterwarnings("ignore", message=r"`past_key_values` is deprecated", category=FutureWarning)
-
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     # the GGUF loader draws its own tqdm bar ("Converting and de-quantizing GGUF tensors"), outside hf_logging
@@ -239,7 +235,10 @@ class TransformersChatModel:
         if seed is not None:
             torch.manual_seed(seed)
         start = time.perf_counter()
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            # transformers >= 5.2x renamed generate()'s past_key_values to cache (the old name works until 6.0, the
+            # new one is unknown to the 5.1x that the GPU machines have): nothing a user can act on
+            warnings.filterwarnings("ignore", message=r"`past_key_values` is deprecated", category=FutureWarning)
             out = self.bundle.model.generate(torch.tensor([ids], device=self.device), past_key_values=self._cache,
                                              use_cache=True, **kwargs)
         seconds = time.perf_counter() - start
