@@ -122,9 +122,9 @@ def _collate(pad_id: int):
 
 
 def train_lora(model_name: str, data: Path, out: Path, config: LoraConfig, device: str = "cpu",
-               threads: int | None = None) -> dict:
+               threads: int | None = None, show_progress: bool = True) -> dict:
     """Train (or resume training) a LoRA adapter, or with ``config.method`` ``full`` the whole model; returns the
-    ``training.json`` facts."""
+    ``training.json`` facts. ``show_progress``: transformers' progress bar of the training steps."""
     import torch
     from peft import LoraConfig as PeftLoraConfig
     from peft import get_peft_model
@@ -188,7 +188,7 @@ def train_lora(model_name: str, data: Path, out: Path, config: LoraConfig, devic
         warmup_steps=config.warmup_ratio, logging_steps=1, save_steps=config.save_steps, save_total_limit=2,
         report_to=[], seed=config.seed, data_seed=config.seed, bf16=cuda and torch.cuda.is_bf16_supported(),
         use_cpu=not cuda, dataloader_num_workers=0, remove_unused_columns=False,
-        disable_tqdm=False, ddp_find_unused_parameters=False, **{checkpointing: config.gradient_checkpointing},
+        disable_tqdm=not show_progress, ddp_find_unused_parameters=False, **{checkpointing: config.gradient_checkpointing},
     )
     trainer = Trainer(model=model, args=args, train_dataset=_ExamplesDataset(rows),
                       data_collator=_collate(bundle.tokenizer.pad_token_id))

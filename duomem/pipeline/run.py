@@ -258,7 +258,7 @@ class Pipeline:
                                 batch_size=cfg.lora.batch_size, grad_accum=cfg.lora.grad_accum,
                                 max_length=cfg.lora.max_length, seed=cfg.seed)
             meta = train_lora(cfg.student.model, sft.path, d / "adapter", config, device=device,
-                              threads=cfg.eval.threads)
+                              threads=cfg.eval.threads, show_progress=self.show_progress)
             if full:
                 gguf = export_gguf_model(d / "adapter", d / "adapter" / MODEL_GGUF, base_model=cfg.student.model,
                                          quant=cfg.lora.quant)
