@@ -164,7 +164,8 @@ def report() -> None:
                 a, b = (x.replace("score", "score-mean", 1) if x.endswith("score") else x for x in (a, b))
             if (split, a) in by and (split, b) in by:
                 oa, ob = _summary(split, a)["outcomes"], _summary(split, b)["outcomes"]
-                paired.append({"split": split, "a": a, "b": b, **compare(oa, ob)})
+                partial = not (by[split, a]["complete"] and by[split, b]["complete"])
+                paired.append({"split": split, "a": a, "b": b, "partial": partial, **compare(oa, ob)})
     result = {"student": "smollm2-135m (Q4_1, llama.cpp)", "chosen_score_norm": norm and
               ("mean" if norm == "score-mean" else "sum"), "chosen_on": "valid_seen, lora student", "rows": rows,
               "paired": paired}
@@ -193,9 +194,12 @@ def markdown(result: dict) -> str:
     for p in result["paired"]:
         ci = p["difference_ci95"]
         diff = f"{100 * p['difference']:+.1f}" + (f" [{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}]" if ci else "")
-        lines.append(f"| {p['split']} | {p['a']} | {p['b']} | {p['n_games']} | {p['a_only']} | {p['b_only']} | {diff} | "
+        games = f"{p['n_games']}" + (" (a partial row's)" if p["partial"] else "")
+        lines.append(f"| {p['split']} | {p['a']} | {p['b']} | {games} | {p['a_only']} | {p['b_only']} | {diff} | "
                      f"{p['p_value']:.3f} |")
-    lines += ["", "Rows dated 2026-11-25 ran on the machine of benchmarks/README section 10, rows dated 2026-12-01 "
+    lines += ["", "A partial row stopped before the end of its split (it resumes from its records); its games are the "
+              "first of the split in the runner's order, not a sample of it, so its rate and comparisons are not "
+              "the split's.", "", "Rows dated 2026-11-25 ran on the machine of benchmarks/README section 10, rows dated 2026-12-01 "
               "and later on the slower Xeon of section 11 (2.5x slower decode), with other work on the same two "
               "cores: compare seconds only between rows of one machine. The ratio to raw llama.cpp uses the "
               "run's own probe (prompt and candidate tokens at its prefill rate, completion tokens at its decode "
