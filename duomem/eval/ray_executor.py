@@ -69,7 +69,9 @@ def init_ray() -> Any:
         address = settings.ray_address()
         kwargs: dict[str, Any] = {} if address else {"include_dashboard": False}
         try:
-            ray.init(address=address, logging_level=logging.WARNING, **kwargs)
+            # a local instance started here: its start-up notices (token authentication on, ...) are nothing the
+            # user can act on; a cluster joined by address keeps Ray's warnings
+            ray.init(address=address, logging_level=logging.WARNING if address else logging.ERROR, **kwargs)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise ConfigError(f"cannot start or join Ray at {address or 'a local instance'}: "
                               f"{' '.join(str(exc).split())[:200]}") from None
