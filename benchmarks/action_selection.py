@@ -199,7 +199,8 @@ def markdown(result: dict) -> str:
                      f"{p['p_value']:.3f} |")
     lines += ["", "A partial row stopped before the end of its split (it resumes from its records); its games are the "
               "first of the split in the runner's order, not a sample of it, so its rate and comparisons are not "
-              "the split's.", "", "Rows dated 2026-11-25 ran on the machine of benchmarks/README section 10, rows dated 2026-12-01 "
+              "the split's.", "",
+              "Rows dated 2026-11-25 ran on the machine of benchmarks/README section 10, rows dated 2026-12-01 "
               "and later on the slower Xeon of section 11 (2.5x slower decode), with other work on the same two "
               "cores: compare seconds only between rows of one machine. The ratio to raw llama.cpp uses the "
               "run's own probe (prompt and candidate tokens at its prefill rate, completion tokens at its decode "
