@@ -144,12 +144,14 @@ def _command(split: str, row: str) -> str:
 
 def report() -> None:
     rows: list[dict] = []
+    summaries: dict[tuple[str, str], dict] = {}
     for split in ("valid_seen", "valid_unseen"):
         names = sorted({p.name for p in (RUNS / split).iterdir() if p.is_dir()} if (RUNS / split).is_dir() else set())
         names += [row for (s, row) in SHARED if s == split]
         for row in sorted(set(names)):
             summary = _summary(split, row)
             if summary is not None:
+                summaries[split, row] = summary
                 rows.append(_row(split, row, summary))
     try:
         norm = chosen_norm()
@@ -163,7 +165,7 @@ def report() -> None:
             if split == "valid_unseen" and norm == "score-mean":
                 a, b = (x.replace("score", "score-mean", 1) if x.endswith("score") else x for x in (a, b))
             if (split, a) in by and (split, b) in by:
-                oa, ob = _summary(split, a)["outcomes"], _summary(split, b)["outcomes"]
+                oa, ob = summaries[split, a]["outcomes"], summaries[split, b]["outcomes"]
                 partial = not (by[split, a]["complete"] and by[split, b]["complete"])
                 paired.append({"split": split, "a": a, "b": b, "partial": partial, **compare(oa, ob)})
     result = {"student": "smollm2-135m (Q4_1, llama.cpp)", "chosen_score_norm": norm and
