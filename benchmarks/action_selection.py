@@ -131,6 +131,8 @@ def _row(split: str, row: str, summary: dict) -> dict:
         "records": str(folder(split, row).relative_to(HERE.parent)),
         "command": _command(split, row),
         "date": summary.get("date"),
+        "processor": (summary.get("host") or {}).get("processor") if summary.get("complete", True) else None,
+        "cpus": (summary.get("host") or {}).get("cpus") if summary.get("complete", True) else None,
     }
 
 
@@ -176,6 +178,14 @@ def report() -> None:
     print(f"{len(rows)} rows, {len(paired)} comparisons -> {RESULTS / 'action-selection.md'}")
 
 
+def _played_on(row: dict) -> str:
+    """The row's date, and its machine where its summary names one (``x86_64`` alone names none)."""
+    cpu = row.get("processor")
+    if not cpu or cpu == "x86_64":
+        return row["date"]
+    return f"{row['date']}, {cpu}" + (f" ({row['cpus']} CPUs)" if row.get("cpus") else "")
+
+
 def markdown(result: dict) -> str:
     lines = ["# Action selection: smollm2-135m, llama.cpp, greedy, 50 steps", "",
              f"Score norm chosen on {result['chosen_on']}: **{result['chosen_score_norm'] or 'not yet'}**.", "",
@@ -189,7 +199,7 @@ def markdown(result: dict) -> str:
                      f"{r['invalid_actions']} ({pct(r['invalid_action_rate'])}%) | {r['mean_steps']:.1f} | "
                      f"{r['wall_s_per_episode']:.1f} | {r['model_s_per_step']:.2f} | "
                      f"{r['evaluated_tokens_per_step']:.0f} | "
-                     + (f"{r['model_time_vs_raw']:.2f}x" if r["model_time_vs_raw"] else "-") + f" | {r['date']} |")
+                     + (f"{r['model_time_vs_raw']:.2f}x" if r["model_time_vs_raw"] else "-") + f" | {_played_on(r)} |")
     lines += ["", "Paired on the same games (exact McNemar test on the games one row wins and the other loses):", "",
               "| split | A | B | games | won by A only | won by B only | A - B, points [95% CI] | p |",
               "|---" * 8 + "|"]
@@ -202,9 +212,10 @@ def markdown(result: dict) -> str:
     lines += ["", "A partial row stopped before the end of its split (it resumes from its records); its games are the "
               "first of the split in the runner's order, not a sample of it, so its rate and comparisons are not "
               "the split's.", "",
-              "Rows dated 2026-11-25 ran on the machine of benchmarks/README section 10, rows dated 2026-12-01 "
-              "and later on the slower Xeon of section 11 (2.5x slower decode), with other work on the same two "
-              "cores: compare seconds only between rows of one machine. The ratio to raw llama.cpp uses the "
+              "Rows dated 2026-11-25 ran on the machine of benchmarks/README section 10; rows dated 2026-12-01 "
+              "or later whose 'played on' names no processor ran on the slower Xeon of section 11 (2.5x slower "
+              "decode); a row naming its processor ran there (its summary records it). Each had other work on "
+              "the same two cores: compare seconds only between rows of one machine. The ratio to raw llama.cpp uses the "
               "run's own probe (prompt and candidate tokens at its prefill rate, completion tokens at its decode "
               "rate). Success rates do not depend on the machine (greedy decoding: the shipped LoRA student "
               "replays the 2026-11-25 row's 134 games identically).", "", "Commands:", ""]

@@ -244,3 +244,20 @@ def test_summary_compares_model_time_with_the_raw_probe():
     from duomem.eval.summary import summary_markdown
 
     assert "what the probe's rates predict" in summary_markdown(s)
+
+
+def test_summaries_name_their_machine():
+    """A summary records the machine it was made on: the CPU model (this machine's, read from /proc/cpuinfo on
+    Linux) and the CPU count, so a figure names its hardware."""
+    import os
+
+    from duomem.eval.summary import host
+
+    machine = host()
+    assert machine["cpus"] == os.cpu_count() and machine["processor"]
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file() and "model name" in cpuinfo.read_text():
+        names = {line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                 if line.startswith("model name")}
+        assert machine["processor"] in names
+    assert summarize([], "r", "expert", None, "valid_seen")["host"] == machine

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -9,6 +10,18 @@ from datetime import UTC, datetime
 from duomem.envs.base import TASK_TYPES
 from duomem.eval.records import EpisodeRecord
 from duomem.eval.stats import wilson
+
+
+def host() -> dict[str, object]:
+    """The machine a summary was made on: architecture, CPU model (Linux: ``/proc/cpuinfo``), CPUs, Python."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {"machine": platform.machine(), "python": platform.python_version(), "processor": cpu,
+            "cpus": os.cpu_count()}
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -84,8 +97,7 @@ def summarize(records: Sequence[EpisodeRecord], name: str, policy: str, model: s
         },
         "time_split": {"llm_s": llm_s, "env_s": sum(r.env_s for r in records), "wall_s": wall},
         "episodes_per_hour": _throughput(records),
-        "host": {"machine": platform.machine(), "python": platform.python_version(),
-                 "processor": platform.processor() or platform.machine()},
+        "host": host(),
         "date": datetime.now(UTC).strftime("%Y-%m-%d"),
         "outcomes": outcomes(records),
     }
