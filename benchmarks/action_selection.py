@@ -215,8 +215,8 @@ def markdown(result: dict) -> str:
               "Rows dated 2026-11-25 ran on the machine of benchmarks/README section 10; rows dated 2026-12-01 "
               "or later whose 'played on' names no processor ran on the slower Xeon of section 11 (2.5x slower "
               "decode); a row naming its processor ran there (its summary records it). Each had other work on "
-              "the same two cores: compare seconds only between rows of one machine. The ratio to raw llama.cpp uses the "
-              "run's own probe (prompt and candidate tokens at its prefill rate, completion tokens at its decode "
+              "the same two cores: compare seconds only between rows of one machine. The ratio to raw "
+              "llama.cpp uses the run's own probe (prompt and candidate tokens at its prefill rate, completion tokens at its decode "
               "rate). Success rates do not depend on the machine (greedy decoding: the shipped LoRA student "
               "replays the 2026-11-25 row's 134 games identically).", "", "Commands:", ""]
     lines += sorted({f"- `{r['command']}`" for r in result["rows"]})

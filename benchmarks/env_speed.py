@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
-import platform
 import random
 import time
 from pathlib import Path
 
+from duomem.eval.summary import host
 from duomem.jsonl import atomic_write_json, atomic_write_text
 
 HERE = Path(__file__).resolve().parent
@@ -68,7 +68,7 @@ def main() -> None:
         proc.join()
     same = rows[0].pop("observations") == rows[1].pop("observations")
     result = {"rows": rows, "identical_observations": same, "speed_up": rows[0]["s_per_step"] / rows[1]["s_per_step"],
-              "host": {"machine": platform.machine(), "python": platform.python_version()},
+              "host": host(),
               "command": f"python benchmarks/env_speed.py --games {args.games} --steps {args.steps}"}
     atomic_write_json(HERE / "results" / "env-speed.json", result)
     lines = ["# Game engine speed (valid_unseen, random admissible commands, one process; a new game loaded at each reset)", "",

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 from itertools import pairwise
 from pathlib import Path
 
 from duomem.eval.runner import load_records
+from duomem.eval.summary import host
 from duomem.jsonl import atomic_write_json, atomic_write_text
 from duomem.llm import load_chat_model
 
@@ -73,7 +73,7 @@ def main() -> None:
 
     size = resolve(args.model).path.stat().st_size + (Path(args.adapter).stat().st_size if args.adapter else 0)
     result = {"model": args.model, "adapter": args.adapter, "model_plus_adapter_bytes": size,
-              "host": {"cpus": os.cpu_count(), "machine": platform.machine(), "python": platform.python_version()},
+              "host": host(),
               "raw_speed": {str(t): rows for t, rows in speed.items()}, "loops": loops,
               "command": "python benchmarks/on_device.py " + " ".join(map(str, args.runs)) + f" --model {args.model}"
                          + (f" --adapter {args.adapter}" if args.adapter else "") + f" --name {args.name}"}
