@@ -110,6 +110,8 @@ def _row(split: str, row: str, summary: dict) -> dict:
     steps = sum(r["steps"] for r in records)
     llm_s = sum(r["llm_s"] for r in records)
     speed_path = folder(split, row) / "speed.json"
+    # a partial row's summary is made here, so only a finished row's names the machine that played it
+    machine = (summary.get("host") or {}) if summary.get("complete", True) else {}
     predicted = None
     if speed_path.is_file():  # raw llama.cpp rates of the run's own machine: prefill for prompt and candidates
         speed = json.loads(speed_path.read_text())
@@ -131,8 +133,8 @@ def _row(split: str, row: str, summary: dict) -> dict:
         "records": str(folder(split, row).relative_to(HERE.parent)),
         "command": _command(split, row),
         "date": summary.get("date"),
-        "processor": (summary.get("host") or {}).get("processor") if summary.get("complete", True) else None,
-        "cpus": (summary.get("host") or {}).get("cpus") if summary.get("complete", True) else None,
+        "processor": machine.get("processor"),
+        "cpus": machine.get("cpus"),
     }
 
 
@@ -216,8 +218,8 @@ def markdown(result: dict) -> str:
               "or later whose 'played on' names no processor ran on the slower Xeon of section 11 (2.5x slower "
               "decode); a row naming its processor ran there (its summary records it). Each had other work on "
               "the same two cores: compare seconds only between rows of one machine. The ratio to raw "
-              "llama.cpp uses the run's own probe (prompt and candidate tokens at its prefill rate, completion tokens at its decode "
-              "rate). Success rates do not depend on the machine (greedy decoding: the shipped LoRA student "
+              "llama.cpp uses the run's own probe (prompt and candidate tokens at its prefill rate, completion "
+              "tokens at its decode rate). Success rates do not depend on the machine (greedy decoding: the shipped LoRA student "
               "replays the 2026-11-25 row's 134 games identically).", "", "Commands:", ""]
     lines += sorted({f"- `{r['command']}`" for r in result["rows"]})
     return "\n".join(lines) + "\n"
