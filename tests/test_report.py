@@ -213,6 +213,18 @@ def test_committed_report_is_rebuilt_from_its_records():
     assert (RESULTS / "report.md").read_text() == report_markdown(report)
 
 
+def test_full_scale_report_is_rebuilt_from_its_records():
+    """benchmarks/results/smollm2-135m-valid_unseen is `duomem report` of its published records, the
+    teacher-memory row (played by `duomem eval` with the pipeline's settings) included."""
+    folder = REPO / "benchmarks" / "runs" / "smollm2-135m-valid_unseen"
+    results = REPO / "benchmarks" / "results" / "smollm2-135m-valid_unseen"
+    report = report_from_records(folder)
+    assert json.loads(json.dumps(report)) == json.loads((results / "report.json").read_text())
+    assert (results / "report.md").read_text() == report_markdown(report)
+    rows = report["configs"]
+    assert [rows[n]["n_won"] for n in ("lora", "duomem", "teacher_memory")] == [110, 109, 0]
+
+
 def test_pipeline_report_has_the_paired_section(tmp_path: Path):
     """The pipeline's summaries carry each game's outcome, so its report has what a rebuilt one has."""
     from duomem.pipeline.config import load_config
