@@ -51,7 +51,7 @@ SHARED = {
 """Rows played elsewhere with the same settings: the full-scale pipeline's plain-LoRA row (free actions)."""
 PAIRS = [("lora-score", "lora-free"), ("lora-grammar", "lora-free"), ("lora-score", "lora-grammar"),
          ("base-score", "base-free"), ("base-grammar", "base-free"), ("lora-free", "base-free")]
-"""Paired comparisons the issue asks about (``score`` stands for the chosen norm on valid_unseen)."""
+"""Paired comparisons the issue asks about (each one with a ``score`` row is also made with its ``score-mean`` row)."""
 
 
 def folder(split: str, row: str) -> Path:
@@ -142,8 +142,7 @@ def _command(split: str, row: str) -> str:
     if (split, row) in SHARED:
         return "duomem run configs/full-smollm2-135m.yaml (its lora row, benchmarks/README section 10)"
     student, mode = row.split("-", 1)
-    modes = "score-chosen" if mode.startswith("score") and split != "valid_seen" else mode
-    return f"python benchmarks/action_selection.py run --split {split} --student {student} --modes {modes}"
+    return f"python benchmarks/action_selection.py run --split {split} --student {student} --modes {mode}"
 
 
 def report() -> None:
@@ -164,10 +163,10 @@ def report() -> None:
     by = {(r["split"], r["row"]): r for r in rows}
     paired = []
     for split in ("valid_seen", "valid_unseen"):
-        pairs = PAIRS + ([("lora-score-mean", "lora-score")] if split == "valid_seen" else [])
-        for a, b in pairs:
-            if split == "valid_unseen" and norm == "score-mean":
-                a, b = (x.replace("score", "score-mean", 1) if x.endswith("score") else x for x in (a, b))
+        # each comparison with a score row is made for both norms' rows, where they were played
+        pairs = [*PAIRS, *[tuple(x + "-mean" if x.endswith("score") else x for x in pair)
+                           for pair in PAIRS if any(x.endswith("score") for x in pair)], ("lora-score-mean", "lora-score")]
+        for a, b in dict.fromkeys(pairs):
             if (split, a) in by and (split, b) in by:
                 oa, ob = summaries[split, a]["outcomes"], summaries[split, b]["outcomes"]
                 partial = not (by[split, a]["complete"] and by[split, b]["complete"])
