@@ -135,3 +135,8 @@ def test_spec_keys_are_stable_and_complete():
     typed = base.model_copy(update={"retrieval": "same_type"})
     assert typed.key_fields()["retrieval"] == "same_type" and typed.fingerprint() != base.fingerprint()
     assert base.model_copy(update={"top_k": 4}).fingerprint() != base.fingerprint()
+    # the score norm defaults to mean but enters a key only for scored play, and only when it is not sum
+    assert base.score_norm == "mean" and "score_norm" not in base.key_fields()
+    scored = base.model_copy(update={"action_selection": "score"})
+    assert scored.key_fields()["score_norm"] == "mean"
+    assert "score_norm" not in scored.model_copy(update={"score_norm": "sum"}).key_fields()

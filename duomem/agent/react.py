@@ -39,7 +39,7 @@ class ReActAgent:
     def __init__(self, model: ChatModel, shots: int = 2, memory: MemoryRetriever | None = None,
                  history_window: int | None = None, max_new_tokens: int = 64, temperature: float = 0.0,
                  reserve_tokens: int = 128, max_consecutive_thinks: int = 1, fewshot: str = "train",
-                 action_selection: str = "free", score_norm: str = "sum") -> None:
+                 action_selection: str = "free", score_norm: str = "mean") -> None:
         if action_selection not in ACTION_SELECTIONS:
             raise ValueError(f"unknown action selection {action_selection!r}; use {', '.join(ACTION_SELECTIONS)}")
         self.model = model

@@ -92,8 +92,8 @@ def eval_command(
                                               "command is played as written), grammar (decoding constrained to "
                                               "a command or a thought) or score (the most probable admissible "
                                               "command or think:).")] = "free",
-    score_norm: Annotated[str, typer.Option(help="With --actions score: sum (summed token log-probability) or "
-                                                 "mean (per token).")] = "sum",
+    score_norm: Annotated[str, typer.Option(help="With --actions score: mean (log-probability per token, chosen on "
+                                                 "valid_seen) or sum (summed).")] = "mean",
     history_window: Annotated[int | None, typer.Option(help="Keep only the last N turns (default: all).")] = None,
     backend: Annotated[str, typer.Option(help="auto, llamacpp, transformers or openai.")] = "auto",
     device: Annotated[str, typer.Option(help="transformers backend device: cpu or cuda.")] = "cpu",

@@ -43,8 +43,9 @@ class RolloutSpec(BaseModel):
     """How the LLM's answer becomes a command: ``free`` text mapped onto a command (never onto another one),
     ``grammar``-constrained decoding to a command or a thought, or ``score``: the admissible command (or
     ``think:``) with the highest log-probability."""
-    score_norm: Literal["sum", "mean"] = "sum"
-    """``score``: a candidate's summed token log-probability, or its mean per token (length-normalised)."""
+    score_norm: Literal["sum", "mean"] = "mean"
+    """``score``: a candidate's summed token log-probability, or its mean per token (length-normalised; the default,
+    chosen on valid_seen: benchmarks/README section 9)."""
     max_new_tokens: int = Field(64, ge=4, le=1024)
     temperature: float = Field(0.0, ge=0.0, le=2.0)
     seed: int = 0
@@ -89,6 +90,8 @@ class RolloutSpec(BaseModel):
         another backend are left out, and fields added after the first release are left out while at their
         defaults, so that earlier runs keep their keys and resume."""
         data = self.model_dump(exclude={"threads", "step_timeout", "device"})
+        if self.action_selection != "score":
+            data.pop("score_norm")  # changes nothing unless commands are scored
         if not self.uses_transformers:
             data.pop("batch_tokens")
             data.pop("batch")

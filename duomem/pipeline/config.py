@@ -145,7 +145,8 @@ class LoraSettings(_Strict):
 class EvalConfig(_Strict):
     action_selection: Literal["free", "grammar", "score"] = "free"
     """How the student's answers become commands (see ``duomem eval --actions``)."""
-    score_norm: Literal["sum", "mean"] = "sum"
+    score_norm: Literal["sum", "mean"] = "mean"
+    """With ``action_selection: score``: ``mean`` (length-normalised, chosen on valid_seen) or ``sum``."""
     max_steps: int = Field(MAX_STEPS, ge=1)
     workers: int = Field(2, ge=1)
     threads: int | None = Field(None, ge=1)

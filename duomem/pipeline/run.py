@@ -146,7 +146,9 @@ class Pipeline:
         inputs = {"student": cfg.student.model_dump(exclude={"collect_backend"}), "games": _ids(tasks),
                   "max_steps": cfg.eval.max_steps, "seed": cfg.seed, "backend": backend}
         if cfg.eval.action_selection != "free":
-            inputs.update(action_selection=cfg.eval.action_selection, score_norm=cfg.eval.score_norm)
+            inputs.update(action_selection=cfg.eval.action_selection)
+        if cfg.eval.action_selection == "score":
+            inputs.update(score_norm=cfg.eval.score_norm)
         spec = self.student_spec(backend=backend)
         return self.stages.run("student_collect", inputs, lambda d: collect(
             spec, tasks, d, samples=1, workers=self._workers(spec), show_progress=self.show_progress))
