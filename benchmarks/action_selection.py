@@ -78,8 +78,8 @@ def _summary(split: str, row: str) -> dict | None:
 
 def chosen_norm() -> str:
     """``score`` or ``score-mean``: the one that won more of the valid_seen games both played with the LoRA student
-    (paired; a tie keeps sum). The sum row must be complete; the mean row may have stopped early (it ran 52 of 140
-    games, 2026-12-02, before its CPU time went to valid_unseen), and the report says so."""
+    (paired; a tie keeps sum). The sum row must be complete; a partial mean row is compared on the games it played
+    (until 2026-12-02 it had 52 of 140, which chose sum for the valid_unseen rows; finished, it chooses mean)."""
     s, m = _summary("valid_seen", "lora-score"), _summary("valid_seen", "lora-score-mean")
     if s is None or m is None or not s.get("complete", True):
         raise SystemExit("error: the norm is chosen on valid_seen: run --split valid_seen --student lora "
@@ -164,9 +164,8 @@ def report() -> None:
     paired = []
     for split in ("valid_seen", "valid_unseen"):
         # each comparison with a score row is made for both norms' rows, where they were played
-        pairs = [*PAIRS, *[tuple(x + "-mean" if x.endswith("score") else x for x in pair)
-                           for pair in PAIRS if any(x.endswith("score") for x in pair)], ("lora-score-mean", "lora-score")]
-        for a, b in dict.fromkeys(pairs):
+        means = [tuple(x + "-mean" if x.endswith("score") else x for x in pair) for pair in PAIRS]
+        for a, b in dict.fromkeys([*PAIRS, *means, ("lora-score-mean", "lora-score")]):
             if (split, a) in by and (split, b) in by:
                 oa, ob = summaries[split, a]["outcomes"], summaries[split, b]["outcomes"]
                 partial = not (by[split, a]["complete"] and by[split, b]["complete"])
