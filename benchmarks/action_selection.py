@@ -26,7 +26,7 @@ from pathlib import Path
 from duomem.eval.runner import load_records
 from duomem.eval.stats import compare
 from duomem.eval.summary import pct, pct_ci, summarize
-from duomem.jsonl import atomic_write_json, atomic_write_text
+from duomem.jsonl import atomic_write_json, atomic_write_text, jsonl_exists, read_jsonl
 from duomem.pipeline.report import summary_from_records
 
 HERE = Path(__file__).resolve().parent
@@ -64,7 +64,7 @@ def _summary(split: str, row: str) -> dict | None:
     path = folder(split, row)
     if (path / "summary.json").is_file():
         return summary_from_records(path)
-    if not (path / "episodes.jsonl").is_file():
+    if not jsonl_exists(path / "episodes.jsonl"):
         return None
     records = load_records(path)
     if not records:
@@ -106,7 +106,7 @@ def run(split: str, student: str, modes: list[str], workers: int) -> None:
 
 
 def _row(split: str, row: str, summary: dict) -> dict:
-    records = [json.loads(line) for line in (folder(split, row) / "episodes.jsonl").read_text().splitlines()]
+    records = read_jsonl(folder(split, row) / "episodes.jsonl")
     steps = sum(r["steps"] for r in records)
     llm_s = sum(r["llm_s"] for r in records)
     speed_path = folder(split, row) / "speed.json"

@@ -2,7 +2,7 @@
 
     python benchmarks/compare_records.py RUN_A RUN_B [--json OUT]
 
-RUN_* are folders holding ``episodes.jsonl`` (or the files themselves). Timings are ignored. Prints how many
+RUN_* are folders holding ``episodes.jsonl`` (plain or packed, ``.gz``) or the files themselves. Timings are ignored. Prints how many
 episodes are identical and, for the others, the first turn where they part, whether the model said the same
 up to and at that turn (``same_outputs``) and how A's output became its command there (``a_match``: e.g.
 ``closest`` for the free-mode substitution that issue 13 removed); ``--json`` writes the same as JSON.
@@ -14,10 +14,11 @@ import argparse
 import json
 from pathlib import Path
 
+from duomem.jsonl import read_jsonl
+
 
 def _records(path: Path) -> dict[tuple[str, int], dict]:
-    file = path / "episodes.jsonl" if path.is_dir() else path
-    rows = [json.loads(line) for line in file.read_text().splitlines() if line.strip()]
+    rows = read_jsonl(path / "episodes.jsonl" if path.is_dir() else path)
     return {(r["game_id"], r.get("sample", 0)): r for r in rows}
 
 

@@ -6,7 +6,9 @@ results/<run name>.json and results/<run name>.md. For a pipeline
 output folder (with report.json), the records of the evaluation stages its report uses go to
 runs/<NAME or run name>/<stage>/ with the report's settings and artefacts (report_inputs.json), so that a clone
 has them, and the report is rebuilt from those published records into results/<NAME or run name>/ exactly as
-`duomem report runs/<NAME> --out results/<NAME>` does.
+`duomem report runs/<NAME> --out results/<NAME>` does. Published records are packed (``episodes.jsonl.gz``,
+about 25x smaller; every reader takes both forms, and resuming a packed run unpacks it first):
+`python benchmarks/publish.py --pack-only` packs every plain JSONL file under benchmarks/runs/.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import shutil
 from pathlib import Path
 
 from duomem.eval.summary import summary_markdown
-from duomem.jsonl import atomic_write_json, atomic_write_text
+from duomem.jsonl import atomic_write_json, atomic_write_text, pack_jsonl
 from duomem.pipeline.report import (
     INPUTS,
     report_from_records,
@@ -64,10 +66,16 @@ def publish_report(run: Path, name: str) -> None:
         for f in RECORDS:
             if (stage / f).is_file():
                 shutil.copy2(stage / f, out / f)
+        pack_jsonl(out / "episodes.jsonl")
         print(f"  {stage} -> {out}")
     atomic_write_json(records / INPUTS, report_inputs(report))
     dest = HERE / "results" / name
     print(f"{records} -> {write_report_files(report_from_records(records), dest)}")
+
+
+def pack_all(root: Path = HERE / "runs") -> list[Path]:
+    """Pack every plain JSONL file under ``root`` (records are committed packed)."""
+    return [pack_jsonl(p) for p in sorted(root.rglob("*.jsonl"))]
 
 
 def publish(run: Path, name: str | None = None) -> None:
@@ -92,7 +100,13 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="*", type=Path)
     parser.add_argument("--as", dest="name", help="results name for a single pipeline run")
+    parser.add_argument("--pack-only", action="store_true", help="only pack the plain JSONL files under runs/")
     args = parser.parse_args()
+    if args.pack_only:
+        for path in pack_all():
+            print(f"packed {path.relative_to(HERE)}")
+        raise SystemExit(0)
     runs = args.runs or sorted(p for p in (HERE / "runs").iterdir() if p.is_dir() and (p / "summary.json").is_file())
     for r in runs:
         publish(r, args.name)
+    pack_all()

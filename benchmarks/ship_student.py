@@ -17,7 +17,7 @@ import shutil
 from pathlib import Path
 
 from duomem.eval.students import MANIFEST, folder_sha256, read_student
-from duomem.jsonl import atomic_write_json
+from duomem.jsonl import atomic_write_json, pack_jsonl
 from duomem.llm.registry import PACKAGED, file_sha256
 from duomem.memory.bank import EMBEDDINGS, MEMORIES
 from duomem.memory.bank import MANIFEST as BANK_MANIFEST
@@ -64,6 +64,7 @@ def main() -> None:
         (out / "bank").mkdir()
         for name in (MEMORIES, EMBEDDINGS, BANK_MANIFEST):
             shutil.copy2(source / name, out / "bank" / name)
+        pack_jsonl(out / "bank" / MEMORIES)  # shipped packed, as run records are committed
         bank = "bank"
     demos = Path(training["dataset"]["source"])
     base = config["student"]["model"]

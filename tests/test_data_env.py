@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from duomem.errors import DataError, EnvTimeout
+from duomem.jsonl import read_jsonl
 from tests.conftest import first_of_each_type
 
 
@@ -146,7 +147,7 @@ def test_games_play_exactly_as_in_the_committed_expert_records(prepared: Path, t
     from duomem.eval.spec import RolloutSpec
 
     committed = Path(__file__).resolve().parents[1] / "benchmarks" / "runs" / "expert-valid_unseen"
-    want = {r["game_id"]: r for r in map(json.loads, (committed / "episodes.jsonl").read_text().splitlines())}
+    want = {r["game_id"]: r for r in read_jsonl(committed / "episodes.jsonl")}
     tasks = list(first_of_each_type(load_tasks("valid_unseen")).values())
     spec = RolloutSpec.model_validate(json.loads((committed / "run.json").read_text())["spec"])
     result = run_rollouts(spec, tasks, tmp_path / "run", name="replay", show_progress=False)

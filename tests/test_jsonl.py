@@ -55,3 +55,38 @@ def test_a_broken_line_inside_the_file_is_an_error(tmp_path: Path):
     path.write_text('{"a": 1}\nnot json\n{"a": 2}\n')
     with pytest.raises(DataError, match=r"episodes.jsonl:2 is not valid JSON"):
         read_jsonl(path)
+
+
+def test_packed_records_read_resume_and_pack_again(tmp_path: Path):
+    """Committed records are gzipped: read as they are, unpacked when a run resumes into them, packed again to the
+    same bytes; both forms at once is refused."""
+    from duomem.jsonl import jsonl_exists, pack_jsonl, packed_path
+
+    path = tmp_path / "episodes.jsonl"
+    with JsonlAppender(path) as out:
+        out.append({"a": 1})
+    first = pack_jsonl(path).read_bytes()
+    assert not path.exists() and jsonl_exists(path) and read_jsonl(path) == [{"a": 1}]
+    with JsonlAppender(path) as out:  # a resumed run appends to the plain file
+        out.append({"a": 2})
+    assert path.is_file() and not packed_path(path).exists()
+    assert read_jsonl(path) == [{"a": 1}, {"a": 2}]
+    pack_jsonl(path)
+    assert read_jsonl(path) == [{"a": 1}, {"a": 2}]
+    path.write_text('{"a": 1}\n')
+    with pytest.raises(DataError, match="both exist"):
+        read_jsonl(path)
+    path.unlink()
+    assert pack_jsonl(path) == packed_path(path)  # packed already: nothing to do
+    path.write_text('{"a": 1}\n')
+    packed_path(path).unlink()
+    assert pack_jsonl(path).read_bytes() == first  # deterministic: no timestamp inside
+
+
+def test_a_damaged_packed_file_is_one_clear_error(tmp_path: Path):
+    from duomem.jsonl import packed_path
+
+    path = tmp_path / "episodes.jsonl"
+    packed_path(path).write_bytes(b"not gzip")
+    with pytest.raises(DataError, match="not a readable gzip file"):
+        read_jsonl(path)

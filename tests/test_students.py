@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from duomem.errors import ModelError
+from duomem.jsonl import read_jsonl
 from duomem.eval.students import get_student, read_student, shipped_students
 from duomem.llm.registry import file_sha256
 
@@ -74,8 +75,8 @@ def test_shipped_student_wins_a_game_it_won_in_its_committed_run(prepared: Path,
     student = get_student(_students()[0])
     assert file_sha256(student.adapter_path) == student.adapter_sha256
     records = REPO / "benchmarks" / "runs" / Path(student.result.report).parent.name
-    episodes = next(records.glob(f"eval_{student.result.row}-*/episodes.jsonl"))
-    won = [json.loads(line) for line in episodes.read_text().splitlines() if line.strip()]
+    run = next(records.glob(f"eval_{student.result.row}-*"))
+    won = read_jsonl(run / "episodes.jsonl")
     won = sorted((r for r in won if r["won"]), key=lambda r: r["steps"])[0]
     task = next(t for t in load_tasks(student.result.split) if t.game_id == won["game_id"])
     spec = RolloutSpec(**student.spec_fields(), threads=2)

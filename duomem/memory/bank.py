@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from duomem.envs.base import TaskSpec
 from duomem.errors import ConfigError, DataError
-from duomem.jsonl import atomic_write_json, atomic_write_text, read_jsonl
+from duomem.jsonl import atomic_write_json, atomic_write_text, jsonl_exists, packed_path, read_jsonl
 from duomem.memory.embed import BM25Index, Embedder, load_embedder
 from duomem.memory.entry import MEMORY_FORMATS, MemoryEntry, MemoryFormat
 from duomem.memory.provenance import floor_plan_of, provenance, task_folder_of
@@ -36,7 +36,8 @@ task's own game: the evaluation default), ``task`` (from any trial of the same t
 
 
 def bank_size_bytes(path: Path) -> int:
-    return sum(f.stat().st_size for f in Path(path).glob("*") if f.is_file() and f.name in (MEMORIES, EMBEDDINGS, MANIFEST))
+    names = (MEMORIES, packed_path(Path(MEMORIES)).name, EMBEDDINGS, MANIFEST)
+    return sum(f.stat().st_size for f in Path(path).glob("*") if f.is_file() and f.name in names)
 
 
 @dataclass
@@ -54,6 +55,7 @@ class MemoryBank:
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path / MEMORIES, "".join(e.model_dump_json() + "\n" for e in entries))
+        packed_path(path / MEMORIES).unlink(missing_ok=True)  # a packed copy of an earlier bank here
         embeddings = None
         if embedder is not None:
             embeddings = embedder.embed([e.goal for e in entries]) if entries else np.zeros((0, 1), np.float32)
@@ -90,7 +92,7 @@ class MemoryBank:
         """Open a bank, checking that its files agree; a damaged bank is a one-line error."""
         path = Path(path)
         fix = f"rebuild it with `duomem memory build ... --out {path}`"
-        if not (path / MANIFEST).is_file() or not (path / MEMORIES).is_file():
+        if not (path / MANIFEST).is_file() or not jsonl_exists(path / MEMORIES):
             raise DataError(f"{path} is not a memory bank (needs {MANIFEST} and {MEMORIES}); {fix}")
         try:
             manifest = json.loads((path / MANIFEST).read_text())

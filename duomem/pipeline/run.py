@@ -211,7 +211,7 @@ class Pipeline:
             return result.info
         from duomem.eval.runner import load_records, write_summary
 
-        if not (result.path / "episodes.jsonl").is_file() or not load_records(result.path):
+        if not load_records(result.path):
             return None
         return write_summary(result.path, spec, tasks, 1, name)[1]
 
