@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from duomem.errors import ModelError
-from duomem.jsonl import read_jsonl
 from duomem.eval.students import get_student, read_student, shipped_students
+from duomem.jsonl import read_jsonl
 from duomem.llm.registry import file_sha256
 
 REPO = Path(__file__).resolve().parents[1]
