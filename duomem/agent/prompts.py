@@ -80,18 +80,28 @@ def task_prompt(task_type: str, initial_observation: str, shots: int = 2, memori
     return "\n\n".join(parts)
 
 
-def observation_turn(text: str) -> str:
-    return f"{text}{TURN_END}"
+def observation_turn(text: str, note: str = "") -> str:
+    """A game answer as the user turn, with the episodic note under it (see :mod:`duomem.agent.note`)."""
+    return f"{text}\n{note}{TURN_END}" if note else f"{text}{TURN_END}"
 
 
-def conversation(first_user: str, steps: Sequence[Step]) -> list[Message]:
+def conversation(first_user: str, steps: Sequence[Step], notes: Sequence[str] | None = None) -> list[Message]:
     """The episode so far as chat turns: the task (user), then command or thought (assistant), the game's answer
-    (user), and so on."""
+    (user) with ``notes[i]`` under the answer to step ``i`` (none without notes), and so on."""
     messages: list[Message] = [{"role": "system", "content": INSTRUCTIONS}, {"role": "user", "content": first_user}]
-    for step in steps:
+    for i, step in enumerate(steps):
         messages.append({"role": "assistant", "content": assistant_text(step)})
-        messages.append({"role": "user", "content": observation_turn(step.observation)})
+        messages.append({"role": "user", "content": observation_turn(step.observation, notes[i] if notes else "")})
     return messages
+
+
+def episode_conversation(first_user: str, traj: Trajectory, note: bool = False) -> list[Message]:
+    """:func:`conversation` of a trajectory, with its episodic notes when ``note`` (the one place both play and SFT
+    data decide what the student reads)."""
+    from duomem.agent.note import room_notes
+
+    notes = room_notes(traj.initial_observation, traj.goal, traj.steps) if note else None
+    return conversation(first_user, traj.steps, notes)
 
 
 def fit_history(messages: list[Message], count_tokens: Callable[[Sequence[Message]], int], budget: int,

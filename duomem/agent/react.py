@@ -7,7 +7,7 @@ from typing import Protocol
 
 from duomem.agent.episode import Decision, EpisodeState
 from duomem.agent.parsing import parse_action
-from duomem.agent.prompts import conversation, fit_history, task_prompt
+from duomem.agent.prompts import episode_conversation, fit_history, task_prompt
 from duomem.envs.base import TaskSpec
 from duomem.llm.base import THINK_PREFIX, Candidate, ChatModel, Completion, Constraint, Message, Scores
 
@@ -39,7 +39,7 @@ class ReActAgent:
     def __init__(self, model: ChatModel, shots: int = 2, memory: MemoryRetriever | None = None,
                  history_window: int | None = None, max_new_tokens: int = 64, temperature: float = 0.0,
                  reserve_tokens: int = 128, max_consecutive_thinks: int = 1, fewshot: str = "train",
-                 action_selection: str = "free", score_norm: str = "mean") -> None:
+                 action_selection: str = "free", score_norm: str = "mean", note: bool = False) -> None:
         if action_selection not in ACTION_SELECTIONS:
             raise ValueError(f"unknown action selection {action_selection!r}; use {', '.join(ACTION_SELECTIONS)}")
         self.model = model
@@ -54,6 +54,8 @@ class ReActAgent:
         self.fewshot = fewshot
         self.action_selection = action_selection
         self.score_norm = score_norm
+        self.note = note
+        """Write the episodic note (:mod:`duomem.agent.note`) under each game answer."""
 
     def start(self, state: EpisodeState) -> None:
         memories = self.memory.retrieve_for(state.task) if self.memory else []
@@ -63,7 +65,7 @@ class ReActAgent:
 
     def messages(self, state: EpisodeState) -> list[Message]:
         """The prompt of the episode's next turn."""
-        full = conversation(state.first_user, state.traj.steps)
+        full = episode_conversation(state.first_user, state.traj, self.note)
         return fit_history(full, self.model.count_tokens, self.budget, self.history_window)
 
     def act(self, states: Sequence[EpisodeState]) -> list[Decision]:

@@ -34,13 +34,15 @@ def dataset_command(
                                                            "bank's format).")] = None,
     fewshot: Annotated[str, typer.Option(help="Few-shot example set the prompts show: train or heldout (as the "
                                               "evaluation will use); its games are left out.")] = "train",
+    note: Annotated[bool, typer.Option("--note/--no-note", help="Write the episodic note under each game answer "
+                                                                "(as `duomem eval --note` plays).")] = False,
 ) -> None:
     """Turn won trajectories into chat examples in the agent's exact prompt format."""
     from duomem.distill.dataset import build_dataset, load_examples
 
     meta = build_dataset(trajectories, out, shots=shots, memory=memory, top_k=top_k, history_window=history_window,
                          retrieval=retrieval, exclude=exclude, memory_dropout=memory_dropout,
-                         dropout_seed=dropout_seed, memory_format=memory_format, fewshot=fewshot)
+                         dropout_seed=dropout_seed, memory_format=memory_format, fewshot=fewshot, note=note)
     console.print(f"{meta['examples']} examples from {meta['trajectories']} won trajectories -> {out}"
                   + (f" ({meta['trajectories_without_memory']} without memories)"
                      if 'trajectories_without_memory' in meta else ""))
@@ -77,19 +79,28 @@ def train_command(
     gradient_checkpointing: Annotated[bool, typer.Option(help="Trade compute for memory.")] = False,
     seed: Annotated[int, typer.Option(help="Seed.")] = 0,
     nproc: Annotated[int, typer.Option(help="Processes (GPUs) for data-parallel training via torchrun.")] = 1,
+    group_by_length: Annotated[bool, typer.Option(help="Batch examples of similar length (little padding).")]
+    = True,
+    stop_after: Annotated[float | None, typer.Option(help="Save a checkpoint and stop after N seconds; the same "
+                                                          "command continues (training in pieces that fit a time "
+                                                          "limit).")] = None,
 ) -> None:
     """LoRA (or full) fine-tuning with transformers + peft; resumable from checkpoints."""
     from duomem.distill.train import LoraConfig, train_lora, trainable_summary
 
     config = LoraConfig(method=method, rank=rank, alpha=alpha, epochs=epochs, max_steps=max_steps, learning_rate=lr,
                         batch_size=batch_size, grad_accum=grad_accum, max_length=max_length, save_steps=save_steps,
-                        gradient_checkpointing=gradient_checkpointing, seed=seed)
+                        gradient_checkpointing=gradient_checkpointing, seed=seed, group_by_length=group_by_length)
     if nproc > 1:
         from duomem.distill.launch import launch_distributed
 
         launch_distributed(model, data, out, config, device, nproc)
         return
-    meta = train_lora(model, data, out, config, device=device, threads=threads)
+    meta = train_lora(model, data, out, config, device=device, threads=threads, stop_after_s=stop_after)
+    if not meta["finished"]:
+        console.print(f"stopped at step {meta['steps']} of {meta['max_steps']} after {meta['wall_s']:.0f}s; rerun "
+                      "the same command to continue")
+        return
     console.print(f"{'model' if method == 'full' else 'adapter'} in {out}: {trainable_summary(meta)}")
 
 

@@ -54,6 +54,8 @@ def _default_name(spec: RolloutSpec, split: str, games: int | None) -> str:
                     + ("-sametype" if spec.retrieval == "same_type" else ""))
     if spec.policy == "llm" and not tags:
         tags.append("nomem")
+    if spec.note:
+        tags.append("note")
     if spec.policy == "llm" and spec.action_selection != "free":
         tags.append(spec.action_selection + ("-mean" if spec.action_selection == "score" and
                                              spec.score_norm == "mean" else ""))
@@ -95,6 +97,10 @@ def eval_command(
     score_norm: Annotated[str, typer.Option(help="With --actions score: mean (log-probability per token, chosen on "
                                                  "valid_seen) or sum (summed).")] = "mean",
     history_window: Annotated[int | None, typer.Option(help="Keep only the last N turns (default: all).")] = None,
+    note: Annotated[bool, typer.Option("--note/--no-note", help="Write the episodic note under each game answer "
+                                                                "(places not visited yet, closed ones, where the "
+                                                                "task's objects were seen); for students trained "
+                                                                "with it.")] = False,
     backend: Annotated[str, typer.Option(help="auto, llamacpp, transformers or openai.")] = "auto",
     device: Annotated[str, typer.Option(help="transformers backend device: cpu or cuda.")] = "cpu",
     threads: Annotated[int | None, typer.Option(help="CPU threads per model.")] = None,
@@ -116,7 +122,8 @@ def eval_command(
                     retrieval=retrieval, shots=shots, fewshot=fewshot, memory_format=memory_format,
                     action_selection=actions if policy == "llm" else None,
                     score_norm=score_norm if policy == "llm" else None,
-                    history_window=history_window, backend=backend, device=device,
+                    history_window=history_window, note=note if policy == "llm" else None, backend=backend,
+                    device=device,
                     threads=threads, seed=seed, temperature=temperature, batch=batch,
                     expert_fix=expert_fix if policy == "expert" else None)
     if student:

@@ -20,7 +20,7 @@ import random
 from collections import Counter
 from pathlib import Path
 
-from duomem.agent.prompts import conversation, fewshot_examples, fit_history, task_prompt
+from duomem.agent.prompts import episode_conversation, fewshot_examples, fit_history, task_prompt
 from duomem.agent.trajectory import Trajectory
 from duomem.envs.base import TaskSpec
 from duomem.errors import ConfigError, DataError
@@ -37,10 +37,10 @@ def _task_of(traj: Trajectory) -> TaskSpec:
 
 
 def trajectory_examples(traj: Trajectory, shots: int, memories: list[tuple[str, str]],
-                        history_window: int | None = None, fewshot: str = "train") -> list[list[dict]]:
+                        history_window: int | None = None, fewshot: str = "train", note: bool = False) -> list[list[dict]]:
     """The chat examples for one trajectory (one, or one per assistant turn with a history window)."""
     first = task_prompt(traj.task_type, traj.initial_observation, shots, [text for _, text in memories], fewshot)
-    messages = conversation(first, traj.steps)[:-1]  # the game's answer to the last command is not needed
+    messages = episode_conversation(first, traj, note)[:-1]  # the game's answer to the last command is not needed
     if history_window is None:
         return [messages]
     examples = []
@@ -71,12 +71,14 @@ def fewshot_game_ids(shots: int, fewshot: str = "train") -> set[str]:
 def build_dataset(trajectories: Path, out: Path, shots: int = 2, memory: str | None = None, top_k: int = 2,
                   history_window: int | None = None, only_won: bool = True,
                   retrieval: str = "similarity", exclude: str = "floor_plan", memory_dropout: float = 0.0,
-                  dropout_seed: int = 0, memory_format: str | None = None, fewshot: str = "train") -> dict:
+                  dropout_seed: int = 0, memory_format: str | None = None, fewshot: str = "train",
+                  note: bool = False) -> dict:
     """Write ``train.jsonl`` and ``dataset.json`` (counts, hash, provenance) into ``out``.
 
     ``exclude`` (``game``, ``task`` or ``floor_plan``, see :data:`duomem.memory.bank.EXCLUSIONS`) is what a
     training example may not retrieve; ``memory_dropout`` the share of trajectories whose examples have no memory
-    block (drawn with ``dropout_seed``); ``memory_format`` how memories are shown (default: the bank's format).
+    block (drawn with ``dropout_seed``); ``memory_format`` how memories are shown (default: the bank's format);
+    ``note`` writes the episodic note under each game answer, as play with ``note`` does.
     Trajectories of the games the prompt shows as few-shot examples (set ``fewshot``, when ``shots`` > 0) are
     left out: their prompts would show their own solution (counted as ``left_out_fewshot``)."""
     trajs = load_trajectories(trajectories)
@@ -97,7 +99,7 @@ def build_dataset(trajectories: Path, out: Path, shots: int = 2, memory: str | N
     for traj in chosen:
         no_memory = retriever is None or traj.trajectory_id in dropped
         memories = [] if no_memory else retriever.retrieve_for(_task_of(traj))  # type: ignore[union-attr]
-        for messages in trajectory_examples(traj, shots, memories, history_window, fewshot):
+        for messages in trajectory_examples(traj, shots, memories, history_window, fewshot, note):
             row = {"messages": messages, "game_id": traj.game_id, "task_type": traj.task_type,
                    "memory_ids": [mid for mid, _ in memories]}
             if retriever:
@@ -120,6 +122,7 @@ def build_dataset(trajectories: Path, out: Path, shots: int = 2, memory: str | N
         "top_k": top_k if memory else 0,
         "retrieval": retrieval if memory else None,
         "history_window": history_window,
+        "note": note,
         "sha256": hashlib.sha256(text.encode()).hexdigest(),
     }
     if retriever:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import platform
 import re
@@ -55,6 +56,9 @@ class LoraConfig(BaseModel):
     save_steps: int = Field(50, ge=1)
     seed: int = 0
     gradient_checkpointing: bool = False
+    group_by_length: bool = True
+    """Batch examples of similar length together (shuffled in groups), so a batch carries little padding: on a
+    GPU most of the compute of random batches went to padding."""
 
     @property
     def lora_alpha(self) -> int:
@@ -121,10 +125,31 @@ def _collate(pad_id: int):
     return collate
 
 
+def _stopper(seconds: float | None):
+    """A callback that saves a checkpoint and ends training once ``seconds`` have passed (None: never)."""
+    from transformers import TrainerCallback
+
+    class StopAfter(TrainerCallback):
+        def __init__(self) -> None:
+            self.start = time.perf_counter()
+            self.stopped = False
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if seconds is not None and time.perf_counter() - self.start > seconds and state.global_step < state.max_steps:
+                control.should_save = control.should_training_stop = True
+                self.stopped = True
+            return control
+
+    return StopAfter()
+
+
 def train_lora(model_name: str, data: Path, out: Path, config: LoraConfig, device: str = "cpu",
-               threads: int | None = None, show_progress: bool = True) -> dict:
+               threads: int | None = None, show_progress: bool = True, stop_after_s: float | None = None) -> dict:
     """Train (or resume training) a LoRA adapter, or with ``config.method`` ``full`` the whole model; returns the
-    ``training.json`` facts. ``show_progress``: transformers' progress bar of the training steps."""
+    ``training.json`` facts. ``show_progress``: transformers' progress bar of the training steps.
+    ``stop_after_s``: save a checkpoint and stop after this many seconds (the same call continues it; the
+    returned facts then say ``finished: False`` and no adapter is written yet), so a long training runs in pieces
+    that each fit a time limit."""
     import torch
     from peft import LoraConfig as PeftLoraConfig
     from peft import get_peft_model
@@ -178,25 +203,40 @@ def train_lora(model_name: str, data: Path, out: Path, config: LoraConfig, devic
     if config.gradient_checkpointing and not full:
         model.enable_input_require_grads()
     cuda = device.startswith("cuda")
+    if cuda:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     # transformers 5 renamed gradient_checkpointing (the old name warns); older versions know only the old one
     known = {f.name for f in dataclasses.fields(TrainingArguments)}
     checkpointing = "activation_checkpointing" if "activation_checkpointing" in known else "gradient_checkpointing"
+    if "train_sampling_strategy" in known:  # transformers 5 names the length-grouped sampler this way
+        sampling = {"train_sampling_strategy": "group_by_length" if config.group_by_length else "random"}
+    else:
+        sampling = {"group_by_length": config.group_by_length}
+    world = settings.distributed_rank()[1]
+    per_epoch = math.ceil(math.ceil(len(rows) / (config.batch_size * world)) / config.grad_accum)
+    warmup = math.ceil(config.warmup_ratio * (config.max_steps or math.ceil(per_epoch * config.epochs)))
     args = TrainingArguments(
         output_dir=str(out / "checkpoints"), per_device_train_batch_size=config.batch_size,
         gradient_accumulation_steps=config.grad_accum, num_train_epochs=config.epochs,
         max_steps=config.max_steps or -1, learning_rate=config.learning_rate, lr_scheduler_type="cosine",
-        warmup_steps=config.warmup_ratio, logging_steps=1, save_steps=config.save_steps, save_total_limit=2,
+        warmup_steps=warmup, logging_steps=1, save_steps=config.save_steps, save_total_limit=2,
         report_to=[], seed=config.seed, data_seed=config.seed, bf16=cuda and torch.cuda.is_bf16_supported(),
         use_cpu=not cuda, dataloader_num_workers=0, remove_unused_columns=False,
-        disable_tqdm=not show_progress, ddp_find_unused_parameters=False, **{checkpointing: config.gradient_checkpointing},
+        disable_tqdm=not show_progress, ddp_find_unused_parameters=False, **sampling,
+        **{checkpointing: config.gradient_checkpointing},
     )
+    stopper = _stopper(stop_after_s)
     trainer = Trainer(model=model, args=args, train_dataset=_ExamplesDataset(rows),
-                      data_collator=_collate(bundle.tokenizer.pad_token_id))
+                      data_collator=_collate(bundle.tokenizer.pad_token_id), callbacks=[stopper])
     last = get_last_checkpoint(str(out / "checkpoints")) if (out / "checkpoints").is_dir() else None
     start = time.perf_counter()
     with _quiet_libraries():
         result = trainer.train(resume_from_checkpoint=last)
         wall = time.perf_counter() - start
+        if stopper.stopped:
+            steps = trainer.state.global_step
+            return {"finished": False, "steps": steps, "max_steps": trainer.state.max_steps, "wall_s": wall,
+                    "train_tokens_per_s": None}
         if trainer.is_world_process_zero():
             model.save_pretrained(str(out))  # full: config.json + model.safetensors; lora: the peft adapter
     steps_done = trainer.state.global_step
@@ -204,6 +244,7 @@ def train_lora(model_name: str, data: Path, out: Path, config: LoraConfig, devic
     epochs_run = float(result.metrics.get("epoch", config.epochs))
     tokens_seen = int(tokens * epochs_run)
     meta = {
+        "finished": True,
         "base_model": model_name,
         "data": str(train_file),
         "data_sha256": data_hash,

@@ -35,7 +35,7 @@ class RolloutSpec(BaseModel):
     shots: int = Field(2, ge=0, le=2)
     fewshot: Literal["train", "heldout"] = "train"
     """Which few-shot examples the prompt shows (see ``duomem.agent.prompts.FEWSHOT_SETS``)."""
-    memory_format: Literal["script", "trajectory", "both", "abstract"] | None = None
+    memory_format: Literal["script", "trajectory", "both", "abstract", "typed"] | None = None
     """How retrieved memories are shown (None: the bank's own format)."""
     history_window: int | None = Field(None, ge=1)
     max_steps: int = Field(MAX_STEPS, ge=1, le=500)
@@ -46,6 +46,9 @@ class RolloutSpec(BaseModel):
     score_norm: Literal["sum", "mean"] = "mean"
     """``score``: a candidate's summed token log-probability, or its mean per token (length-normalised; the default,
     chosen on valid_seen: benchmarks/README section 9)."""
+    note: bool = False
+    """Write the episodic note under each game answer: places not visited yet, closed places not opened, where
+    objects the task names were seen (``duomem.agent.note``; a student reads it well only if trained with it)."""
     max_new_tokens: int = Field(64, ge=4, le=1024)
     temperature: float = Field(0.0, ge=0.0, le=2.0)
     seed: int = 0
@@ -109,5 +112,5 @@ class RolloutSpec(BaseModel):
 
 
 _LATER_FIELDS = {"retrieval": "similarity", "fewshot": "train", "memory_format": None, "action_selection": "free",
-                 "score_norm": "sum", "batch": 1, "batch_tokens": 393216, "request_timeout": 120.0,
+                 "score_norm": "sum", "note": False, "batch": 1, "batch_tokens": 393216, "request_timeout": 120.0,
                  "request_retries": 5, "request_concurrency": 8}

@@ -34,6 +34,8 @@ class StudentPlay(BaseModel):
     memory_format: str | None = None
     action_selection: str = "free"
     max_steps: int = 50
+    note: bool = False
+    """Whether the student reads the episodic note (it was trained with it)."""
 
 
 class StudentResult(BaseModel):

@@ -12,11 +12,13 @@ from typing import Literal
 import numpy as np
 from pydantic import ValidationError
 
+from duomem.agent.note import goal_types
 from duomem.envs.base import TaskSpec
 from duomem.errors import ConfigError, DataError
 from duomem.jsonl import atomic_write_json, atomic_write_text, jsonl_exists, packed_path, read_jsonl
 from duomem.memory.embed import BM25Index, Embedder, load_embedder
 from duomem.memory.entry import MEMORY_FORMATS, MemoryEntry, MemoryFormat
+from duomem.memory.priors import PRIORS_ID, count_found, found_in, priors_text, where_found
 from duomem.memory.provenance import floor_plan_of, provenance, task_folder_of
 
 MEMORIES = "memories.jsonl"
@@ -46,6 +48,8 @@ class MemoryBank:
     entries: list[MemoryEntry]
     manifest: dict
     embeddings: np.ndarray | None
+    found: dict[int, set[tuple[str, str]]] | None = None
+    """Each memory's where-found pairs, computed once (see :meth:`where_found`)."""
 
     # --- persistence ---------------------------------------------------------------------------------------------
     @classmethod
@@ -77,6 +81,7 @@ class MemoryBank:
             "source_policies": sorted({e.source_policy for e in entries}),
             "source_models": sorted({e.source_model for e in entries if e.source_model}),
             "per_type": {t: sum(e.task_type == t for e in entries) for t in sorted({e.task_type for e in entries})},
+            "where_found": where_found(e.actions for e in entries),
             "writer_tokens": {"prompt": sum(e.prompt_tokens for e in entries),
                               "completion": sum(e.completion_tokens for e in entries)},
             **provenance(g for e in entries for g in e.source_game_ids),
@@ -135,19 +140,29 @@ class MemoryBank:
         order = sorted(range(len(self.entries)), key=lambda i: (-float(scores[i]), i))
         if task_type and any(e.task_type == task_type for e in self.entries):
             order = [i for i in order if self.entries[i].task_type == task_type]
-        folder = task_folder_of(exclude_game) if exclude_game and exclude in ("task", "floor_plan") else None
-        plan = floor_plan_of(exclude_game) if exclude_game and exclude == "floor_plan" else None
+        allowed = {id(e) for e in self.allowed(exclude_game, exclude)}
         out = []
         for i in order:
             entry = self.entries[i]
-            if exclude_game and exclude_game in entry.source_game_ids:
-                continue
-            if (folder and folder in entry.source_task_folders) or (plan and plan in entry.source_floor_plans):
+            if id(entry) not in allowed:
                 continue
             out.append((entry, float(scores[i])))
             if len(out) == k:
                 break
         return out
+
+    def allowed(self, game_id: str | None, exclude: Exclusion = "game") -> list[MemoryEntry]:
+        """The memories a task of ``game_id`` may read (see :meth:`search`'s exclusions)."""
+        folder = task_folder_of(game_id) if game_id and exclude in ("task", "floor_plan") else None
+        plan = floor_plan_of(game_id) if game_id and exclude == "floor_plan" else None
+        return [e for e in self.entries if not (game_id and game_id in e.source_game_ids)
+                and not (folder and folder in e.source_task_folders) and not (plan and plan in e.source_floor_plans)]
+
+    def where_found(self, game_id: str | None = None, exclude: Exclusion = "game") -> dict[str, dict[str, int]]:
+        """Where-found priors (:mod:`duomem.memory.priors`) of the memories a task of ``game_id`` may read."""
+        if self.found is None:
+            self.found = {id(e): found_in(e.actions) for e in self.entries}
+        return count_found(self.found[id(e)] for e in self.allowed(game_id, exclude))
 
     def retriever(self, top_k: int, retrieval: Retrieval = "similarity", memory_format: MemoryFormat | None = None,
                   exclude: Exclusion = "game") -> BankRetriever:
@@ -183,4 +198,9 @@ class BankRetriever:
         hits = self.bank.search(task.goal, self.top_k, exclude_game=task.game_id, scorer=self._scorer,
                                 task_type=task.task_type if self.retrieval == "same_type" else None,
                                 exclude=self.exclude)
-        return [(entry.id, entry.text(self.fmt)) for entry, _ in hits]
+        memories = [(entry.id, entry.text(self.fmt)) for entry, _ in hits]
+        if self.fmt == "typed":
+            priors = priors_text(self.bank.where_found(task.game_id, self.exclude), goal_types(task.goal))
+            if priors:
+                memories.insert(0, (PRIORS_ID, priors))
+        return memories

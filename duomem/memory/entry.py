@@ -7,12 +7,14 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-MemoryFormat = Literal["script", "trajectory", "both", "abstract"]
-MEMORY_FORMATS: tuple[str, ...] = ("script", "trajectory", "both", "abstract")
+MemoryFormat = Literal["script", "trajectory", "both", "abstract", "typed"]
+MEMORY_FORMATS: tuple[str, ...] = ("script", "trajectory", "both", "abstract", "typed")
 """How a memory is shown to the agent: ``script`` (the script only), ``trajectory`` (the reference actions
-only), ``both`` (script and reference actions as written, the DuoMem default) or ``abstract`` (script and
+only), ``both`` (script and reference actions as written, the DuoMem default), ``abstract`` (script and
 reference actions abstracted from the room they came from: no instance numbers, the places where objects were
-found named by role; see :mod:`duomem.memory.abstract`)."""
+found named by role; see :mod:`duomem.memory.abstract`) or ``typed`` (no instance numbers, every place named by
+its type, the places checked in vain included: "go to cabinet, open cabinet, ..., take mug from countertop"),
+after a line of where-found priors for the objects the task names (:mod:`duomem.memory.priors`)."""
 
 
 class MemoryEntry(BaseModel):
@@ -70,6 +72,12 @@ class MemoryEntry(BaseModel):
             if self.actions:
                 lines.append("Reference actions: " + "; ".join(abstract_actions(self.actions, self.params)))
             return "\n".join(lines)
+        if fmt == "typed":
+            if self.script:
+                lines.append("Script:\n" + generalise_names(self.script))
+            if self.actions:
+                lines.append("Reference actions: " + "; ".join(typed_actions(self.actions)))
+            return "\n".join(lines)
         if fmt in ("script", "both") and self.script:
             lines.append("Script:\n" + self.script)
         if fmt in ("trajectory", "both") and self.actions:
@@ -83,3 +91,13 @@ _INSTANCE = re.compile(r"\b([a-z]+) \d+\b")
 def generalise_names(text: str) -> str:
     """``mug 1`` -> ``mug``: instance numbers do not carry over to another room."""
     return _INSTANCE.sub(r"\1", text)
+
+
+def typed_actions(actions: list[str]) -> list[str]:
+    """The commands with instance numbers dropped and types kept, a command repeated at once kept once."""
+    out: list[str] = []
+    for action in actions:
+        line = generalise_names(action)
+        if not out or out[-1] != line:
+            out.append(line)
+    return out

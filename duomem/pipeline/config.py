@@ -71,10 +71,10 @@ class MemoryConfig(_Strict):
     Default: an LLM teacher writes its own memories (the paper); for the expert, ``qwen2.5-coder-1.5b``."""
     student_writer: str | None = None
     """Default: the student model itself (MemP-style self-memory)."""
-    format: Literal["script", "trajectory", "both", "abstract"] = "both"
+    format: Literal["script", "trajectory", "both", "abstract", "typed"] = "both"
     """What the banks store: the writer's script, the reference actions, both, or both abstracted from their room
     (no instance numbers; room-specific places named by role)."""
-    show_format: Literal["script", "trajectory", "both", "abstract"] | None = None
+    show_format: Literal["script", "trajectory", "both", "abstract", "typed"] | None = None
     """How retrieved memories are shown, at evaluation and in the LoRA data (None: the bank's format)."""
     copy_policy: Literal["strip", "reject"] = "strip"
     """Written script lines that copy the writer prompt's wording: removed, or the memory left out."""

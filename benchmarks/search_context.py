@@ -1,0 +1,151 @@
+"""Context that helps the 135M student search (issue 27): the episodic note, typed memories with where-found priors.
+
+Usage:
+  python benchmarks/search_context.py sft                       # here: demonstrations + one SFT set per setting
+  python benchmarks/search_context.py train --device cuda       # on the GPU machine: one LoRA per setting
+  python benchmarks/search_context.py eval --split valid_seen --rows lora-note,duomem-typed [--actions score]
+  python benchmarks/search_context.py report                    # results/search-context.{json,md}
+
+The teacher's demonstrations are rebuilt from the committed expert records of all 3,553 train games
+(``runs/expert-train-full``: 3,368 won; the 12 few-shot games left out of SFT data, as in every committed
+adapter), the teacher memories are the shipped DuoMem bank (600 memories by the ``plan`` writer, shown ``typed``
+here), SFT prompts never retrieve a memory of their own floor plan, and each setting trains its own LoRA with the
+recipe of the shipped students (rank 16, alpha 32, 2 epochs, lr 2e-4, 8 examples x 2 accumulation steps, max length 8,192: with the note 5-10% of the examples pass 4,096 tokens).
+Evaluation: llama.cpp, greedy, 50 steps, 2 workers of one thread, the setting's own play prompt; settings are
+chosen on valid_seen only. Each row's records go to runs/search-context/<split>/<row>-<actions>/ (rerun resumes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from duomem.jsonl import atomic_write_text, read_jsonl
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+WORK = ROOT / "runs" / "search-context"
+RUNS = HERE / "runs" / "search-context"
+RESULTS = HERE / "results"
+BANK = ROOT / "adapters" / "smollm2-135m-duomem" / "bank"
+TEACHER_RECORDS = HERE / "runs" / "expert-train-full" / "episodes.jsonl"
+MODEL = "smollm2-135m"
+
+SETTINGS: dict[str, dict] = {
+    "lora": {"memory": None, "note": False, "shipped": "smollm2-135m-lora"},
+    "lora-note": {"memory": None, "note": True},
+    "duomem-abstract": {"memory": "abstract", "note": False, "shipped": "smollm2-135m-duomem"},
+    "duomem-typed": {"memory": "typed", "note": False},
+    "duomem-typed-note": {"memory": "typed", "note": True},
+}
+"""Row -> how its LoRA was trained and is played: the memory format shown (None: no memory block), the episodic
+note, and for the two reference rows the shipped student whose adapter it is (trained before this benchmark)."""
+TRAIN = ["--rank", "16", "--alpha", "32", "--epochs", "2", "--lr", "2e-4", "--max-length", "8192",
+         "--batch-size", "8", "--grad-accum", "2", "--save-steps", "100"]
+
+
+def demonstrations() -> Path:
+    """The teacher's demonstrations, rebuilt from its committed records (as the pipeline's collection does)."""
+    from duomem.agent.demonstrations import demonstration
+    from duomem.agent.trajectory import Trajectory
+
+    out = WORK / "demonstrations.jsonl"
+    if out.is_file():
+        return out
+    demos, seen = [], set()
+    for row in sorted(read_jsonl(TEACHER_RECORDS), key=lambda r: (r["game_id"], r.get("sample", 0))):
+        demo = demonstration(Trajectory.model_validate(row["trajectory"]))
+        if demo is None or (demo.game_id, tuple(demo.actions)) in seen:
+            continue
+        seen.add((demo.game_id, tuple(demo.actions)))
+        demos.append(demo.model_dump_json())
+    atomic_write_text(out, "".join(line + "\n" for line in demos))
+    return out
+
+
+def sft(rows: list[str]) -> None:
+    from duomem.distill.dataset import build_dataset
+
+    demos = demonstrations()
+    for row in rows:
+        s = SETTINGS[row]
+        if "shipped" in s:
+            continue
+        out = WORK / "sft" / row
+        if (out / "dataset.json").is_file():
+            continue
+        meta = build_dataset(demos, out, shots=2, memory=str(BANK) if s["memory"] else None, top_k=2,
+                             exclude="floor_plan", memory_format=s["memory"], note=s["note"])
+        print(f"{row}: {meta['examples']} examples -> {out}")
+
+
+def adapter(row: str) -> Path:
+    s = SETTINGS[row]
+    if "shipped" in s:
+        return ROOT / "adapters" / s["shipped"] / "adapter.gguf"
+    return WORK / "lora" / row / "adapter.gguf"
+
+
+def train(rows: list[str], device: str, stop_after: float | None) -> None:
+    for row in rows:
+        if "shipped" in SETTINGS[row]:
+            continue
+        out = WORK / "lora" / row
+        cmd = ["duomem", "distill", "train", "--model", MODEL, "--data", str(WORK / "sft" / row), "--out",
+               str(out), "--device", device, *TRAIN]
+        if stop_after:
+            cmd += ["--stop-after", str(stop_after)]
+        subprocess.run(cmd, check=True)
+        if (out / "adapter_model.safetensors").is_file() and not (out / "adapter.gguf").is_file():
+            subprocess.run(["duomem", "distill", "export", "--adapter", str(out)], check=True)
+
+
+def evaluate(split: str, rows: list[str], actions: str, games: int | None) -> None:
+    for row in rows:
+        s = SETTINGS[row]
+        cmd = ["duomem", "eval", "--model", MODEL, "--adapter", str(adapter(row)), "--split", split,
+               "--workers", "2", "--threads", "1", "--actions", actions, "--max-steps", "50",
+               "--out", str(RUNS / split / f"{row}-{actions}"), "--name", f"{row}-{actions}", "--no-progress"]
+        if s["memory"]:
+            cmd += ["--memory", str(BANK), "--top-k", "2", "--memory-format", s["memory"]]
+        if s["note"]:
+            cmd.append("--note")
+        if games:
+            cmd += ["--games", str(games)]
+        print(" ".join(cmd), flush=True)
+        subprocess.run(cmd, check=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("sft")
+    p.add_argument("--rows", default=",".join(SETTINGS))
+    p = sub.add_parser("train")
+    p.add_argument("--rows", default=",".join(SETTINGS))
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--stop-after", type=float, default=None)
+    p = sub.add_parser("eval")
+    p.add_argument("--split", required=True)
+    p.add_argument("--rows", required=True)
+    p.add_argument("--actions", default="free")
+    p.add_argument("--games", type=int, default=None, help="development only, never for a committed figure")
+    args = parser.parse_args()
+    rows = args.rows.split(",") if hasattr(args, "rows") else []
+    unknown = [r for r in rows if r not in SETTINGS]
+    if unknown:
+        sys.exit(f"unknown rows {', '.join(unknown)}; choose from {', '.join(SETTINGS)}")
+    if args.command == "sft":
+        sft(rows)
+    elif args.command == "train":
+        train(rows, args.device, args.stop_after)
+    else:
+        evaluate(args.split, rows, args.actions, args.games)
+    json.dumps({})
+
+
+if __name__ == "__main__":
+    main()
