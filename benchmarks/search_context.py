@@ -18,7 +18,6 @@ chosen on valid_seen only. Each row's records go to runs/search-context/<split>/
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -103,20 +102,25 @@ def train(rows: list[str], device: str, stop_after: float | None) -> None:
             subprocess.run(["duomem", "distill", "export", "--adapter", str(out)], check=True)
 
 
+def _rel(path: Path) -> str:
+    """A path as the records keep it: relative to the checkout, so a run resumes from any clone."""
+    return str(path.relative_to(ROOT))
+
+
 def evaluate(split: str, rows: list[str], actions: str, games: int | None) -> None:
     for row in rows:
         s = SETTINGS[row]
-        cmd = ["duomem", "eval", "--model", MODEL, "--adapter", str(adapter(row)), "--split", split,
+        cmd = ["duomem", "eval", "--model", MODEL, "--adapter", _rel(adapter(row)), "--split", split,
                "--workers", "2", "--threads", "1", "--actions", actions, "--max-steps", "50",
-               "--out", str(RUNS / split / f"{row}-{actions}"), "--name", f"{row}-{actions}", "--no-progress"]
+               "--out", _rel(RUNS / split / f"{row}-{actions}"), "--name", f"{row}-{actions}", "--no-progress"]
         if s["memory"]:
-            cmd += ["--memory", str(BANK), "--top-k", "2", "--memory-format", s["memory"]]
+            cmd += ["--memory", _rel(BANK), "--top-k", "2", "--memory-format", s["memory"]]
         if s["note"]:
             cmd.append("--note")
         if games:
             cmd += ["--games", str(games)]
         print(" ".join(cmd), flush=True)
-        subprocess.run(cmd, check=True)
+        subprocess.run(cmd, check=True, cwd=ROOT)
 
 
 def main() -> None:
@@ -144,7 +148,6 @@ def main() -> None:
         train(rows, args.device, args.stop_after)
     else:
         evaluate(args.split, rows, args.actions, args.games)
-    json.dumps({})
 
 
 if __name__ == "__main__":

@@ -258,3 +258,21 @@ def test_training_raises_no_library_warnings(tmp_path: Path, smollm2: str, needs
              if any(lib in w.filename for lib in ("transformers", "peft"))]
     assert noise == []
     assert (tmp_path / "adapter" / "adapter_config.json").is_file()
+
+
+def test_trained_token_loss_is_the_models_own_loss(small_sft: Path, bundle):
+    """Training computes the output layer on the trained tokens only: the loss (and its normalisation over an
+    accumulated batch) is the model's own."""
+    import torch
+
+    from duomem.distill.dataset import load_examples
+    from duomem.distill.tokenize import tokenize_example
+    from duomem.distill.train import _collate, trained_token_loss
+
+    rows = [tokenize_example(bundle, m) for m in load_examples(small_sft)]
+    batch = _collate(bundle.tokenizer.pad_token_id)([{"input_ids": r.input_ids, "labels": r.labels} for r in rows])
+    n = int((batch["labels"][:, 1:] != -100).sum())
+    with torch.no_grad():
+        assert torch.allclose(trained_token_loss(bundle.model, batch), bundle.model(**batch).loss, rtol=1e-4)
+        assert torch.allclose(trained_token_loss(bundle.model, batch, 3 * n),
+                              bundle.model(**batch, num_items_in_batch=3 * n).loss, rtol=1e-4)
