@@ -13,6 +13,7 @@ from rich.console import Console
 
 from duomem.agent.trajectory import Trajectory
 from duomem.eval.records import EpisodeRecord
+from duomem.eval.runner import load_records
 from duomem.eval.summary import summarize
 from duomem.pipeline.report import (
     INPUTS,
@@ -245,8 +246,7 @@ def test_summary_compares_model_time_with_the_raw_probe():
     """With a raw speed probe, the summary says how the loop's model time compares with what the probe's prefill and
     decode rates predict for the same uncached prompt and completion tokens."""
     folder = Path(__file__).resolve().parents[1] / "benchmarks" / "runs" / "smollm2-135m-valid_unseen"
-    path = next(folder.glob("eval_lora-*/episodes.jsonl"))
-    records = [EpisodeRecord.model_validate_json(line) for line in path.read_text().splitlines() if line.strip()]
+    records = load_records(next(folder.glob("eval_lora-*")))
     speed = {"prompt_tokens": 1000, "prompt_tokens_per_s": 200.0, "decode_tokens_per_s": 50.0}
     s = summarize(records, "lora", "llm", "smollm2-135m", "valid_unseen", extra={"speed": speed})
     uncached = sum(r.prompt_tokens - r.cached_prompt_tokens for r in records)

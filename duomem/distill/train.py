@@ -262,15 +262,14 @@ def train_lora(model_name: str, data: Path, out: Path, config: LoraConfig, devic
     )
     stopper = _stopper(stop_after_s)
     trainer = _trainer_class(world)(model=model, args=args, train_dataset=_ExamplesDataset(rows),
-                      data_collator=_collate(bundle.tokenizer.pad_token_id), callbacks=[stopper])
+                                    data_collator=_collate(bundle.tokenizer.pad_token_id), callbacks=[stopper])
     last = get_last_checkpoint(str(out / "checkpoints")) if (out / "checkpoints").is_dir() else None
     start = time.perf_counter()
     with _quiet_libraries():
         result = trainer.train(resume_from_checkpoint=last)
         wall = time.perf_counter() - start
         if stopper.stopped:
-            steps = trainer.state.global_step
-            return {"finished": False, "steps": steps, "max_steps": trainer.state.max_steps, "wall_s": wall,
+            return {"finished": False, "steps": trainer.state.global_step, "max_steps": trainer.state.max_steps, "wall_s": wall,
                     "train_tokens_per_s": None}
         if trainer.is_world_process_zero():
             model.save_pretrained(str(out))  # full: config.json + model.safetensors; lora: the peft adapter
