@@ -42,6 +42,16 @@ SETTINGS: dict[str, dict] = {
 }
 """Row -> how its LoRA was trained and is played: the memory format shown (None: no memory block), the episodic
 note, and for the two reference rows the shipped student whose adapter it is (trained before this benchmark)."""
+SHARED = {
+    ("valid_seen", "lora-free"): HERE / "runs" / "action-selection" / "valid_seen" / "lora-free",
+    ("valid_seen", "lora-score"): HERE / "runs" / "action-selection" / "valid_seen" / "lora-score-mean",
+    ("valid_unseen", "lora-free"): HERE / "runs" / "smollm2-135m-valid_unseen" / "eval_lora-1eb8f8a04d1f",
+    ("valid_unseen", "lora-score"): HERE / "runs" / "action-selection" / "valid_unseen" / "lora-score-mean",
+    ("valid_unseen", "duomem-abstract-free"): HERE / "runs" / "smollm2-135m-valid_unseen" / "eval_duomem-df6778a503fa",
+}
+"""Rows already played with the same adapter and play settings by other benchmarks (scored rows: the ``mean``
+norm, the default), read from there instead of being played twice."""
+SPLITS = ("valid_seen", "valid_unseen")
 TRAIN = ["--rank", "16", "--alpha", "32", "--epochs", "2", "--lr", "2e-4", "--max-length", "8192",
          "--batch-size", "8", "--grad-accum", "2", "--save-steps", "100"]
 
@@ -107,9 +117,16 @@ def _rel(path: Path) -> str:
     return str(path.relative_to(ROOT))
 
 
+def folder(split: str, row: str, actions: str) -> Path:
+    return SHARED.get((split, f"{row}-{actions}"), RUNS / split / f"{row}-{actions}")
+
+
 def evaluate(split: str, rows: list[str], actions: str, games: int | None) -> None:
     for row in rows:
         s = SETTINGS[row]
+        if (split, f"{row}-{actions}") in SHARED:
+            print(f"{row}-{actions} on {split}: shared with {folder(split, row, actions)}, not played again")
+            continue
         cmd = ["duomem", "eval", "--model", MODEL, "--adapter", _rel(adapter(row)), "--split", split,
                "--workers", "2", "--threads", "1", "--actions", actions, "--max-steps", "50",
                "--out", _rel(RUNS / split / f"{row}-{actions}"), "--name", f"{row}-{actions}", "--no-progress"]
@@ -121,6 +138,60 @@ def evaluate(split: str, rows: list[str], actions: str, games: int | None) -> No
             cmd += ["--games", str(games)]
         print(" ".join(cmd), flush=True)
         subprocess.run(cmd, check=True, cwd=ROOT)
+
+
+def _row(split: str, row: str, actions: str) -> dict | None:
+    """One row's summary, failure anatomy and outcomes (a row still running: what it has, marked partial)."""
+    from failure_anatomy import anatomy
+
+    from duomem.eval.runner import load_records
+    from duomem.eval.summary import summarize
+
+    path = folder(split, row, actions)
+    records = load_records(path)
+    if not records:
+        return None
+    n_planned = {"valid_seen": 140, "valid_unseen": 134}[split]
+    summary = summarize(records, f"{row}-{actions}", "llm", MODEL, split)
+    return {"row": row, "actions": actions, "split": split, "records": str(path.relative_to(ROOT)),
+            "complete": len(records) >= n_planned, "n_planned": n_planned, "tuning": split == "valid_seen",
+            "summary": summary, "anatomy": {k: v for k, v in anatomy(records).items() if k != "games"}}
+
+
+def report() -> Path:
+    """results/search-context.{json,md}: every row played so far, its failure anatomy and the paired test against
+    LoRA only with the same action selection on the same split."""
+    from duomem.eval.stats import compare
+    from duomem.eval.summary import pct_ci
+    from duomem.jsonl import atomic_write_json
+
+    rows = [r for split in SPLITS for row in SETTINGS for actions in ("free", "score")
+            if (r := _row(split, row, actions)) is not None]
+    for r in rows:
+        ref = next((x for x in rows if x["split"] == r["split"] and x["row"] == "lora"
+                    and x["actions"] == r["actions"]), None)
+        if ref is not None and ref is not r:
+            r["against_lora"] = compare(r["summary"]["outcomes"], ref["summary"]["outcomes"])
+    data = {"benchmark": "search context (issue 27)", "model": MODEL, "command": "python benchmarks/search_context.py "
+            "eval --split SPLIT --rows ROW [--actions score]; ... report", "rows": rows}
+    atomic_write_json(RESULTS / "search-context.json", data)
+    classes = ("never_saw_target", "closed_receptacle", "lamp_not_used", "pick_two_second", "wrong_object", "other")
+    lines = ["# Search context (issue 27)", "",
+             f"Student `{MODEL}` (llama.cpp, greedy, 50 steps); each row's LoRA trained with its own context. "
+             "valid_seen is the tuning split (choices are made there only). Paired: games won by this row only / by "
+             "LoRA only (same action selection, same games), exact McNemar p.", "",
+             "| split | row | actions | games | success % [95% CI] | vs LoRA only | p | lost: "
+             + " / ".join(classes) + " |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        s, a, c = r["summary"], r["anatomy"], r.get("against_lora")
+        n = f"{s['n_episodes']}" + ("" if r["complete"] else f" of {r['n_planned']} (partial)")
+        vs = f"{c['a_only']} / {c['b_only']} ({100 * c['difference']:+.1f})" if c else "-"
+        p = f"{c['p_value']:.3f}" if c else "-"
+        counts = " / ".join(str(a["counts"].get(k, 0)) for k in classes)
+        lines.append(f"| {r['split']}{' (tuning)' if r['tuning'] else ''} | {r['row']} | {r['actions']} | {n} | "
+                     f"{pct_ci(s)} | {vs} | {p} | {counts} |")
+    atomic_write_text(RESULTS / "search-context.md", "\n".join(lines) + "\n")
+    return RESULTS / "search-context.md"
 
 
 def main() -> None:
@@ -137,6 +208,7 @@ def main() -> None:
     p.add_argument("--rows", required=True)
     p.add_argument("--actions", default="free")
     p.add_argument("--games", type=int, default=None, help="development only, never for a committed figure")
+    sub.add_parser("report")
     args = parser.parse_args()
     rows = args.rows.split(",") if hasattr(args, "rows") else []
     unknown = [r for r in rows if r not in SETTINGS]
@@ -146,8 +218,10 @@ def main() -> None:
         sft(rows)
     elif args.command == "train":
         train(rows, args.device, args.stop_after)
-    else:
+    elif args.command == "eval":
         evaluate(args.split, rows, args.actions, args.games)
+    else:
+        print(report().read_text())
 
 
 if __name__ == "__main__":
