@@ -23,7 +23,7 @@ from duomem.agent.trajectory import Step
 
 NOTE_PREFIX = "Note:"
 NOTHING = "Nothing happens."
-_ROOM = re.compile(r"you see (.+?)\.(?:\n|$)")
+_SEE = re.compile(r"you see (.+?)\.(?:\s|$)")
 _ITEM = re.compile(r"^(?:an?|the|some)\s+", re.IGNORECASE)
 _THING = re.compile(r"\b([a-z]+) (\d+)\b")
 _ARRIVE = re.compile(r"^You arrive at (.+?)\.")
@@ -39,8 +39,7 @@ def _listed(text: str) -> list[str]:
 
 def places_of(initial_observation: str) -> list[str]:
     """The places the first observation lists (none if it lists none)."""
-    m = _ROOM.search(initial_observation.split("\n\n")[0])
-    return [p for p in _listed(m.group(1)) if _THING.fullmatch(p)] if m else []
+    return _seen_things(initial_observation.split("\n\n")[0])
 
 
 def goal_types(goal: str) -> set[str]:
@@ -52,7 +51,7 @@ def goal_types(goal: str) -> set[str]:
 def _seen_things(observation: str) -> list[str]:
     """Objects an answer shows: ``On the desk 1, you see a mug 1, and a pen 2.`` -> ``["mug 1", "pen 2"]``."""
     out = []
-    for m in re.finditer(r"you see (.+?)\.(?:\s|$)", observation):
+    for m in _SEE.finditer(observation):
         out += [t for t in _listed(m.group(1)) if _THING.fullmatch(t)]
     return out
 

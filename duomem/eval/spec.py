@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from duomem import settings
 from duomem.envs.base import MAX_STEPS
 from duomem.errors import ConfigError
+from duomem.memory.entry import MemoryFormat
 
 Retrieval = Literal["similarity", "same_type"]
 
@@ -35,7 +36,7 @@ class RolloutSpec(BaseModel):
     shots: int = Field(2, ge=0, le=2)
     fewshot: Literal["train", "heldout"] = "train"
     """Which few-shot examples the prompt shows (see ``duomem.agent.prompts.FEWSHOT_SETS``)."""
-    memory_format: Literal["script", "trajectory", "both", "abstract", "typed"] | None = None
+    memory_format: MemoryFormat | None = None
     """How retrieved memories are shown (None: the bank's own format)."""
     history_window: int | None = Field(None, ge=1)
     max_steps: int = Field(MAX_STEPS, ge=1, le=500)

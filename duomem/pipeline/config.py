@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from duomem.envs.base import MAX_STEPS
 from duomem.errors import ConfigError
+from duomem.memory.entry import MemoryFormat
 
 ROWS: dict[str, tuple[bool, str | None]] = {
     "nomem": (False, None),
@@ -71,10 +72,10 @@ class MemoryConfig(_Strict):
     Default: an LLM teacher writes its own memories (the paper); for the expert, ``qwen2.5-coder-1.5b``."""
     student_writer: str | None = None
     """Default: the student model itself (MemP-style self-memory)."""
-    format: Literal["script", "trajectory", "both", "abstract", "typed"] = "both"
+    format: MemoryFormat = "both"
     """What the banks store: the writer's script, the reference actions, both, or both abstracted from their room
     (no instance numbers; room-specific places named by role)."""
-    show_format: Literal["script", "trajectory", "both", "abstract", "typed"] | None = None
+    show_format: MemoryFormat | None = None
     """How retrieved memories are shown, at evaluation and in the LoRA data (None: the bank's format)."""
     copy_policy: Literal["strip", "reject"] = "strip"
     """Written script lines that copy the writer prompt's wording: removed, or the memory left out."""
