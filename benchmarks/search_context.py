@@ -39,9 +39,11 @@ SETTINGS: dict[str, dict] = {
     "duomem-abstract": {"memory": "abstract", "note": False, "shipped": "smollm2-135m-duomem"},
     "duomem-typed": {"memory": "typed", "note": False},
     "duomem-typed-note": {"memory": "typed", "note": True},
+    "full": {"memory": None, "note": False, "method": "full"},
 }
-"""Row -> how its LoRA was trained and is played: the memory format shown (None: no memory block), the episodic
-note, and for the two reference rows the shipped student whose adapter it is (trained before this benchmark)."""
+"""Row -> how its student was trained and is played: the memory format shown (None: no memory block), the episodic
+note, ``method: full`` for the parameter-space reference (every weight fine-tuned, lr 5e-5, played as a q8_0 GGUF
+model), and for the two reference rows the shipped student whose adapter it is (trained before this benchmark)."""
 SHARED = {
     ("valid_seen", "lora-free"): HERE / "runs" / "action-selection" / "valid_seen" / "lora-free",
     ("valid_seen", "lora-score"): HERE / "runs" / "action-selection" / "valid_seen" / "lora-score-mean",
@@ -54,6 +56,11 @@ norm, the default), read from there instead of being played twice."""
 SPLITS = ("valid_seen", "valid_unseen")
 TRAIN = ["--rank", "16", "--alpha", "32", "--epochs", "2", "--lr", "2e-4", "--max-length", "8192",
          "--batch-size", "8", "--grad-accum", "2", "--save-steps", "100"]
+CONCURRENT = {"lora-note": 1, "duomem-typed": 3, "full": 3, "duomem-typed-note": 1}
+"""How many trainings shared the GPU when each row's student was trained (its tokens/s is per process)."""
+FULL_LR = "5e-5"
+"""The full fine-tune's learning rate (later --lr wins): the top of the range the CLI suggests for every weight;
+not tuned."""
 
 
 def demonstrations() -> Path:
@@ -92,10 +99,11 @@ def sft(rows: list[str]) -> None:
 
 
 def adapter(row: str) -> Path:
+    """The row's LoRA, or for a full fine-tune its whole model (GGUF)."""
     s = SETTINGS[row]
     if "shipped" in s:
         return ROOT / "adapters" / s["shipped"] / "adapter.gguf"
-    return WORK / "lora" / row / "adapter.gguf"
+    return WORK / "lora" / row / ("model.gguf" if s.get("method") == "full" else "adapter.gguf")
 
 
 def train(rows: list[str], device: str, stop_after: float | None) -> None:
@@ -105,10 +113,13 @@ def train(rows: list[str], device: str, stop_after: float | None) -> None:
         out = WORK / "lora" / row
         cmd = ["duomem", "distill", "train", "--model", MODEL, "--data", str(WORK / "sft" / row), "--out",
                str(out), "--device", device, *TRAIN]
+        if SETTINGS[row].get("method") == "full":
+            cmd += ["--method", "full", "--lr", FULL_LR]
         if stop_after:
             cmd += ["--stop-after", str(stop_after)]
         subprocess.run(cmd, check=True)
-        if (out / "adapter_model.safetensors").is_file() and not (out / "adapter.gguf").is_file():
+        trained = any((out / name).is_file() for name in ("adapter_model.safetensors", "model.safetensors"))
+        if trained and not adapter(row).is_file():
             subprocess.run(["duomem", "distill", "export", "--adapter", str(out)], check=True)
 
 
@@ -127,7 +138,9 @@ def evaluate(split: str, rows: list[str], actions: str, games: int | None) -> No
         if (split, f"{row}-{actions}") in SHARED:
             print(f"{row}-{actions} on {split}: shared with {folder(split, row, actions)}, not played again")
             continue
-        cmd = ["duomem", "eval", "--model", MODEL, "--adapter", _rel(adapter(row)), "--split", split,
+        model = ["--model", _rel(adapter(row))] if s.get("method") == "full" else \
+            ["--model", MODEL, "--adapter", _rel(adapter(row))]
+        cmd = ["duomem", "eval", *model, "--split", split,
                "--workers", "2", "--threads", "1", "--actions", actions, "--max-steps", "50",
                "--out", _rel(RUNS / split / f"{row}-{actions}"), "--name", f"{row}-{actions}", "--no-progress"]
         if s["memory"]:
@@ -156,6 +169,35 @@ def _row(split: str, row: str, actions: str) -> dict | None:
     return {"row": row, "actions": actions, "split": split, "records": str(path.relative_to(ROOT)),
             "complete": len(records) >= n_planned, "n_planned": n_planned, "tuning": split == "valid_seen",
             "summary": summary, "anatomy": {k: v for k, v in anatomy(records).items() if k != "games"}}
+
+
+def training_facts() -> Path:
+    """results/search-context-training.json: how each row's student was trained (the machine's training.json
+    without the loss curve), the sha256 of the GGUF file that is played, and the concurrency it trained under."""
+    import datetime
+    import hashlib
+    import json
+
+    from duomem.jsonl import atomic_write_json
+
+    out = RESULTS / "search-context-training.json"
+    facts = json.loads(out.read_text()) if out.is_file() else {}
+    for row, s in SETTINGS.items():
+        played, meta = adapter(row), WORK / "lora" / row / "training.json"
+        if "shipped" in s or not played.is_file() or not meta.is_file():
+            continue
+        t = {k: v for k, v in json.loads(meta.read_text()).items()
+             if k not in ("loss_curve", "data", "resumed_from", "finished", "targets", "device", "world_size",
+                          "total_params", "adapter_bytes")}
+        t["gguf_sha256"] = hashlib.sha256(played.read_bytes()).hexdigest()
+        t["gguf_bytes"] = played.stat().st_size
+        t["command"] = f"python benchmarks/search_context.py sft --rows {row} && python benchmarks/search_context.py " \
+                       f"train --rows {row} --device cuda"
+        t["concurrent_trainings"] = CONCURRENT.get(row, 1)
+        t.setdefault("date", datetime.date.fromtimestamp(meta.stat().st_mtime).isoformat())
+        facts[row] = {**facts.get(row, {}), **t}
+    atomic_write_json(out, facts)
+    return out
 
 
 def report() -> Path:
@@ -221,6 +263,7 @@ def main() -> None:
     elif args.command == "eval":
         evaluate(args.split, rows, args.actions, args.games)
     else:
+        training_facts()
         print(report().read_text())
 
 

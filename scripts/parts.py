@@ -81,6 +81,7 @@ def join(folder: Path, out: Path | None = None) -> Path:
             raise SystemExit(f"error: part {path} is damaged (size or sha256 differs from the manifest); copy it "
                              "again")
     out = out or folder / meta["file"]
+    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     with tmp.open("wb") as fh:
         for p in meta["parts"]:

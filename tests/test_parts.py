@@ -20,8 +20,8 @@ def test_split_and_join_give_back_the_same_bytes_and_catch_a_damaged_part(tmp_pa
     assert _run("split", str(model), "--out", str(tmp_path / "parts"), "--size", "1M").returncode == 0
     parts = sorted((tmp_path / "parts").glob("model.gguf.part[0-9]*"))
     assert [p.stat().st_size for p in parts] == [2**20] * 3 + [123]
-    joined = _run("join", str(tmp_path / "parts"), "--out", str(tmp_path / "back.gguf"))
-    assert joined.returncode == 0 and (tmp_path / "back.gguf").read_bytes() == model.read_bytes()
+    joined = _run("join", str(tmp_path / "parts"), "--out", str(tmp_path / "new" / "back.gguf"))  # folder made
+    assert joined.returncode == 0 and (tmp_path / "new" / "back.gguf").read_bytes() == model.read_bytes()
     data = bytearray(parts[1].read_bytes())
     data[7] ^= 1
     parts[1].write_bytes(bytes(data))

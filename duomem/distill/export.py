@@ -114,10 +114,11 @@ def export_gguf_model(model_dir: Path, out: Path, base_model: str | None = None,
 
     The base model's GGUF is the template: its metadata (tokenizer, chat template, hyper-parameters) is copied and
     each of its tensors is replaced by the fine-tuned weight of the same name (Hugging Face names mapped with
-    gguf's tensor map; q/k rows permuted for the llama architecture, as for the LoRA), written as f16 (norms f32),
-    then quantised to ``quant`` with llama.cpp's quantiser (q8_0 keeps the fine-tune's precision; 145 MB for the
-    135M student)."""
+    gguf's tensor map; q/k rows permuted for the llama architecture, as for the LoRA), written as f16 (norms f32) or
+    q8_0 with gguf's own quantiser (no llama.cpp needed, so a GPU machine without it can export; q8_0 keeps the
+    fine-tune's precision: 145 MB for the 135M student), or quantised from f16 to q4_1/q4_k_m by llama.cpp."""
     import gguf
+    import gguf.quants
     from safetensors.torch import load_file
 
     model_dir, out = Path(model_dir), Path(out)
@@ -145,7 +146,8 @@ def export_gguf_model(model_dir: Path, out: Path, base_model: str | None = None,
             raise DataError(f"{weights}: no llama.cpp name for tensor {hf_name}")
         tuned[name] = tensor.float().numpy()
     out.parent.mkdir(parents=True, exist_ok=True)
-    f16 = out.with_name(out.stem + ".f16.gguf") if quant != "f16" else out
+    direct = quant in ("f16", "q8_0")  # written here with gguf's own quantiser; the k-quants need llama.cpp's
+    f16 = out if direct else out.with_name(out.stem + ".f16.gguf")
     writer = gguf.GGUFWriter(str(f16), arch)
     for field in base.fields.values():
         if field.name.startswith("GGUF.") or field.name in ("general.architecture", "general.file_type"):
@@ -153,7 +155,8 @@ def export_gguf_model(model_dir: Path, out: Path, base_model: str | None = None,
         kind = field.types[0]
         writer.add_key_value(field.name, field.contents(), kind,
                              field.types[1] if kind == gguf.GGUFValueType.ARRAY else None)
-    writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
+    writer.add_file_type(gguf.LlamaFileType.MOSTLY_Q8_0 if quant == "q8_0" else gguf.LlamaFileType.MOSTLY_F16)
+    q8 = gguf.GGMLQuantizationType.Q8_0
     for info in base.tensors:
         if info.name not in tuned:
             raise DataError(f"{weights} has no weight for the base model's tensor {info.name}")
@@ -163,12 +166,15 @@ def export_gguf_model(model_dir: Path, out: Path, base_model: str | None = None,
         if array.shape != tuple(int(d) for d in reversed(info.shape)):
             raise DataError(f"{weights}: {info.name} has shape {array.shape}, the base model's is "
                             f"{tuple(int(d) for d in reversed(info.shape))}")
-        writer.add_tensor(info.name, array.astype(np.float16 if array.ndim > 1 else np.float32))
+        if quant == "q8_0" and array.ndim > 1 and array.shape[-1] % gguf.GGML_QUANT_SIZES[q8][0] == 0:
+            writer.add_tensor(info.name, gguf.quants.quantize(array.astype(np.float32), q8), raw_dtype=q8)
+        else:
+            writer.add_tensor(info.name, array.astype(np.float16 if array.ndim > 1 else np.float32))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
-    if quant != "f16":
+    if not direct:
         import os
 
         import llama_cpp
