@@ -4,6 +4,7 @@ Usage:
   python benchmarks/search_context.py sft                       # here: demonstrations + one SFT set per setting
   python benchmarks/search_context.py train --device cuda       # on the GPU machine: one LoRA per setting
   python benchmarks/search_context.py eval --split valid_seen --rows lora-note,duomem-typed [--actions score]
+  python benchmarks/search_context.py eval --split generated --rows lora      # 60 generated games, unseen floor plans
   python benchmarks/search_context.py report                    # results/search-context.{json,md}
 
 The teacher's demonstrations are rebuilt from the committed expert records of all 3,553 train games
@@ -12,7 +13,8 @@ adapter), the teacher memories are the shipped DuoMem bank (600 memories by the 
 here), SFT prompts never retrieve a memory of their own floor plan, and each setting trains its own LoRA with the
 recipe of the shipped students (rank 16, alpha 32, 2 epochs, lr 2e-4, 8 examples x 2 accumulation steps, max length 8,192: with the note 5-10% of the examples pass 4,096 tokens).
 Evaluation: llama.cpp, greedy, 50 steps, 2 workers of one thread, the setting's own play prompt; settings are
-chosen on valid_seen only. Each row's records go to runs/search-context/<split>/<row>-<actions>/ (rerun resumes).
+chosen on valid_seen only; the generated test set (seed 2027, 60 games on the 12 floor plans no shipped student
+trained on) is never used for a choice. Each row's records go to runs/search-context/<split>/<row>-<actions>/ (rerun resumes).
 """
 
 from __future__ import annotations
@@ -53,7 +55,13 @@ SHARED = {
 }
 """Rows already played with the same adapter and play settings by other benchmarks (scored rows: the ``mean``
 norm, the default), read from there instead of being played twice."""
-SPLITS = ("valid_seen", "valid_unseen")
+SPLITS = ("valid_seen", "valid_unseen", "generated")
+GENERATED_SEED = 2027
+"""The generated test set: 60 games (10 per task type) on the floor plans that none of the shipped students' training
+games used (the demo's 12), generated with this seed (the demo uses 0), into runs/search-context/generated; a test
+set only, never used for a choice."""
+GENERATED_GAMES = 60
+N_PLANNED = {"valid_seen": 140, "valid_unseen": 134, "generated": GENERATED_GAMES}
 TRAIN = ["--rank", "16", "--alpha", "32", "--epochs", "2", "--lr", "2e-4", "--max-length", "8192",
          "--batch-size", "8", "--grad-accum", "2", "--save-steps", "100"]
 CONCURRENT = {"lora-note": 1, "duomem-typed": 3, "full": 3, "duomem-typed-note": 1}
@@ -132,7 +140,23 @@ def folder(split: str, row: str, actions: str) -> Path:
     return SHARED.get((split, f"{row}-{actions}"), RUNS / split / f"{row}-{actions}")
 
 
+def generated() -> Path:
+    """The generated test games (made once, the same files from the same seed)."""
+    from duomem.envs.generate import generate_tasks
+    from duomem.eval.students import get_student
+    from duomem.pipeline.showcase import unseen_floor_plans
+
+    out = WORK / "generated"
+    if not (out / "generation.json").is_file():
+        scenes = unseen_floor_plans(get_student(SETTINGS["lora"]["shipped"]))
+        generate_tasks(out, n=1, test_n=GENERATED_GAMES, seed=GENERATED_SEED, test_scenes=scenes, workers=2)
+    return out
+
+
 def evaluate(split: str, rows: list[str], actions: str, games: int | None) -> None:
+    where = ["--split", split]
+    if split == "generated":
+        where = ["--tasks", _rel(generated()), "--split", "test"]
     for row in rows:
         s = SETTINGS[row]
         if (split, f"{row}-{actions}") in SHARED:
@@ -140,7 +164,7 @@ def evaluate(split: str, rows: list[str], actions: str, games: int | None) -> No
             continue
         model = ["--model", _rel(adapter(row))] if s.get("method") == "full" else \
             ["--model", MODEL, "--adapter", _rel(adapter(row))]
-        cmd = ["duomem", "eval", *model, "--split", split,
+        cmd = ["duomem", "eval", *model, *where,
                "--workers", "2", "--threads", "1", "--actions", actions, "--max-steps", "50",
                "--out", _rel(RUNS / split / f"{row}-{actions}"), "--name", f"{row}-{actions}", "--no-progress"]
         if s["memory"]:
@@ -164,7 +188,7 @@ def _row(split: str, row: str, actions: str) -> dict | None:
     records = load_records(path)
     if not records:
         return None
-    n_planned = {"valid_seen": 140, "valid_unseen": 134}[split]
+    n_planned = N_PLANNED[split]
     summary = summarize(records, f"{row}-{actions}", "llm", MODEL, split)
     return {"row": row, "actions": actions, "split": split, "records": str(path.relative_to(ROOT)),
             "complete": len(records) >= n_planned, "n_planned": n_planned, "tuning": split == "valid_seen",
@@ -246,7 +270,7 @@ def main() -> None:
     p.add_argument("--device", default="cuda")
     p.add_argument("--stop-after", type=float, default=None)
     p = sub.add_parser("eval")
-    p.add_argument("--split", required=True)
+    p.add_argument("--split", required=True, choices=SPLITS)
     p.add_argument("--rows", required=True)
     p.add_argument("--actions", default="free")
     p.add_argument("--games", type=int, default=None, help="development only, never for a committed figure")

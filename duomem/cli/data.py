@@ -10,7 +10,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from duomem.envs.alfworld_data import PrepareVerify
 from duomem.envs.base import TASK_TYPES
+from duomem.envs.generate import GenerateVerify
 
 app = typer.Typer(no_args_is_help=True)
 console = Console()
@@ -22,7 +24,8 @@ def prepare_command(
                                                      "folder holding json_2.1.1 (default: $DUOMEM_ALFWORLD_ARCHIVE, "
                                                      "then $ALFWORLD_DATA).")] = None,
     splits: Annotated[str, typer.Option(help="Comma-separated splits.")] = "train,valid_seen,valid_unseen",
-    verify: Annotated[str, typer.Option(help="all: load every game once (cached); sample: 2 per type; none.")] = "all",
+    verify: Annotated[PrepareVerify, typer.Option(help="all: load every game once (cached); sample: 2 per type; "
+                                                      "none.")] = "all",
     workers: Annotated[int, typer.Option(help="Processes for verification.")] = 2,
 ) -> None:
     """Unpack ALFWorld task sets, build missing game files, check they load, and index them by split."""
@@ -94,7 +97,7 @@ def generate_command(
     test_n: Annotated[int, typer.Option(help="Test tasks, on floor plans held out of training.")] = 0,
     test_scenes: Annotated[str | None, typer.Option(help="Floor plans for the test split (default: a seeded 20% "
                                                          "of each room type, removed from training).")] = None,
-    verify: Annotated[str, typer.Option(help="expert: ALFWorld's handcoded expert must win within 50 steps; "
+    verify: Annotated[GenerateVerify, typer.Option(help="expert: ALFWorld's handcoded expert must win within 50 steps; "
                                              "load: the game must load; none: no check.")] = "expert",
     workers: Annotated[int, typer.Option(help="Processes that build and check games.")] = 1,
 ) -> None:

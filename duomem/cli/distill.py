@@ -8,6 +8,12 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from duomem.distill.export import LoraDtype, Quant
+from duomem.distill.train import Method
+from duomem.eval.spec import FewshotSet
+from duomem.memory.bank import Exclusion, Retrieval
+from duomem.memory.entry import MemoryFormat
+
 app = typer.Typer(no_args_is_help=True)
 console = Console()
 
@@ -19,20 +25,20 @@ def dataset_command(
     shots: Annotated[int, typer.Option(help="Few-shot examples in the prompt, as the agent will use.")] = 2,
     memory: Annotated[str | None, typer.Option(help="Memory bank whose retrieved memories go into the prompt.")] = None,
     top_k: Annotated[int, typer.Option("--top-k", help="Memories per example.")] = 2,
-    retrieval: Annotated[str, typer.Option(help="similarity or same_type (see duomem eval --help).")]
+    retrieval: Annotated[Retrieval, typer.Option(help="similarity or same_type (see duomem eval --help).")]
     = "similarity",
     history_window: Annotated[int | None, typer.Option(help="Train with the last N turns only (default: full).")] = None,
     model: Annotated[str | None, typer.Option(help="Also count masked/trained tokens with this model's tokenizer.")] = None,
-    exclude: Annotated[str, typer.Option(help="Memories a training example may not retrieve: those of its game, "
+    exclude: Annotated[Exclusion, typer.Option(help="Memories a training example may not retrieve: those of its game, "
                                               "task (folder) or floor_plan (as at test time, where the rooms "
                                               "are new).")] = "floor_plan",
     memory_dropout: Annotated[float, typer.Option(help="Share of trajectories trained without the memory block "
                                                        "(seeded), so the adapter works with and without "
                                                        "memories.")] = 0.0,
     dropout_seed: Annotated[int, typer.Option(help="Seed that picks the trajectories without memories.")] = 0,
-    memory_format: Annotated[str | None, typer.Option(help="script, trajectory, both or abstract (default: the "
-                                                           "bank's format).")] = None,
-    fewshot: Annotated[str, typer.Option(help="Few-shot example set the prompts show: train or heldout (as the "
+    memory_format: Annotated[MemoryFormat | None, typer.Option(help="How memories are shown (default: the bank's "
+                                                                    "format; see duomem eval --help).")] = None,
+    fewshot: Annotated[FewshotSet, typer.Option(help="Few-shot example set the prompts show: train or heldout (as the "
                                               "evaluation will use); its games are left out.")] = "train",
     note: Annotated[bool, typer.Option("--note/--no-note", help="Write the episodic note under each game answer "
                                                                 "(as `duomem eval --note` plays).")] = False,
@@ -63,7 +69,7 @@ def train_command(
     model: Annotated[str, typer.Option(help="Student model (a packaged GGUF name or hf:ORG/NAME).")],
     data: Annotated[Path, typer.Option(help="Folder from `duomem distill dataset`.")],
     out: Annotated[Path, typer.Option(help="Adapter folder (peft) with checkpoints; rerun to resume.")],
-    method: Annotated[str, typer.Option(help="lora (a peft adapter) or full (every weight; use --lr 1e-5 to 5e-5 "
+    method: Annotated[Method, typer.Option(help="lora (a peft adapter) or full (every weight; use --lr 1e-5 to 5e-5 "
                                              "and export the model with duomem distill export).")] = "lora",
     rank: Annotated[int, typer.Option(help="LoRA rank.")] = 16,
     alpha: Annotated[int | None, typer.Option(help="LoRA alpha (default 2 x rank).")] = None,
@@ -110,8 +116,8 @@ def export_command(
     out: Annotated[Path | None, typer.Option(help="GGUF file (default <adapter>/adapter.gguf, or model.gguf for "
                                                   "a full fine-tune).")] = None,
     base_model: Annotated[str | None, typer.Option(help="Base model (default: from training.json).")] = None,
-    dtype: Annotated[str, typer.Option(help="LoRA tensors: f16 or f32.")] = "f16",
-    quant: Annotated[str, typer.Option(help="Full fine-tune: f16, q8_0, q4_1 or q4_k_m.")] = "q8_0",
+    dtype: Annotated[LoraDtype, typer.Option(help="LoRA tensors: f16 or f32.")] = "f16",
+    quant: Annotated[Quant, typer.Option(help="Full fine-tune: f16, q8_0, q4_1 or q4_k_m.")] = "q8_0",
 ) -> None:
     """Write a LoRA in llama.cpp's GGUF LoRA format (Llama(model_path=base, lora_path=...)), or a fully
     fine-tuned model as a GGUF model (duomem eval --model <file>.gguf)."""

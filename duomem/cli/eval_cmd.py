@@ -10,15 +10,18 @@ from rich.console import Console
 
 from duomem.envs.base import MAX_STEPS, TaskSpec
 from duomem.errors import ConfigError
-from duomem.eval.spec import RolloutSpec
+from duomem.eval.runner import Executor
+from duomem.eval.spec import ActionSelection, Backend, FewshotSet, Policy, RolloutSpec, ScoreNorm
+from duomem.memory.bank import Retrieval
+from duomem.memory.entry import MemoryFormat
 
 console = Console()
 
-Policy = Annotated[str, typer.Option(help="expert (ALFWorld's handcoded oracle) or llm.")]
+PolicyOpt = Annotated[Policy, typer.Option(help="expert (ALFWorld's handcoded oracle) or llm.")]
 Model = Annotated[str | None, typer.Option(help="Model name (duomem models list), .gguf path, hf:ORG/NAME or "
                                                 "openai:MODEL@URL.")]
 Games = Annotated[int | None, typer.Option(help="Play a seeded subset of N games (all by default).")]
-Executor = Annotated[str, typer.Option(help="local (worker processes on this machine) or ray (--workers Ray "
+ExecutorOpt = Annotated[Executor, typer.Option(help="local (worker processes on this machine) or ray (--workers Ray "
                                             "actors on RAY_ADDRESS's cluster, or a local Ray instance).")]
 Tasks = Annotated[Path | None, typer.Option(help="Task set folder with index/<split>.jsonl (default: the prepared "
                                                 "ALFWorld sets).")]
@@ -65,7 +68,7 @@ def _default_name(spec: RolloutSpec, split: str, games: int | None) -> str:
 
 
 def eval_command(
-    policy: Policy = "llm",
+    policy: PolicyOpt = "llm",
     model: Model = None,
     student: Annotated[str | None, typer.Option(help="A shipped student (duomem models list): its base model, "
                                                      "adapter, memory bank and play settings, as in its "
@@ -74,34 +77,36 @@ def eval_command(
     games: Games = None,
     max_steps: Annotated[int, typer.Option(help="Turn limit per episode (thoughts count).")] = MAX_STEPS,
     workers: Annotated[int, typer.Option(help="Parallel episode processes (1 thread each) or actors.")] = 1,
-    executor: Executor = "local",
+    executor: ExecutorOpt = "local",
     batch: Annotated[int, typer.Option(help="Episodes stepped together in one process, one batched generate per "
                                             "step (games in worker processes; transformers batches on a GPU).")]
     = 1,
     adapter: Annotated[str | None, typer.Option(help="LoRA adapter: peft folder or GGUF LoRA file.")] = None,
     memory: Annotated[str | None, typer.Option(help="Memory bank folder.")] = None,
     top_k: Annotated[int, typer.Option("--top-k", help="Memories retrieved per task.")] = 2,
-    retrieval: Annotated[str, typer.Option(help="similarity: top-k over the whole bank (the paper); "
+    retrieval: Annotated[Retrieval, typer.Option(help="similarity: top-k over the whole bank (the paper); "
                                                       "same_type: top-k among the task type's memories.")]
     = "similarity",
     shots: Annotated[int, typer.Option(help="Few-shot examples of the task's type in the prompt (0-2).")] = 2,
-    fewshot: Annotated[str, typer.Option(help="Few-shot example set: train (ALFWorld train games, the committed "
+    fewshot: Annotated[FewshotSet, typer.Option(help="Few-shot example set: train (ALFWorld train games, the committed "
                                               "runs) or heldout (generated games on unused floor plans).")]
     = "train",
-    memory_format: Annotated[str | None, typer.Option(help="How memories are shown: script, trajectory, both or "
-                                                           "abstract (default: the bank's format).")] = None,
-    actions: Annotated[str, typer.Option(help="Action selection: free (generate; text that is no admissible "
+    memory_format: Annotated[MemoryFormat | None, typer.Option(
+        help="How memories are shown: script, trajectory, both, abstract or typed (typed: instance numbers dropped, "
+             "place types kept, after where-found priors; default: the bank's format).")] = None,
+    actions: Annotated[ActionSelection, typer.Option(help="Action selection: free (generate; text that is no admissible "
                                               "command is played as written), grammar (decoding constrained to "
                                               "a command or a thought) or score (the most probable admissible "
                                               "command or think:).")] = "free",
-    score_norm: Annotated[str, typer.Option(help="With --actions score: mean (log-probability per token, chosen on "
+    score_norm: Annotated[ScoreNorm, typer.Option(help="With --actions score: mean (log-probability per token, chosen on "
                                                  "valid_seen) or sum (summed).")] = "mean",
     history_window: Annotated[int | None, typer.Option(help="Keep only the last N turns (default: all).")] = None,
     note: Annotated[bool, typer.Option("--note/--no-note", help="Write the episodic note under each game answer "
                                                                 "(places not visited yet, closed ones, where the "
                                                                 "task's objects were seen); for students trained "
                                                                 "with it.")] = False,
-    backend: Annotated[str, typer.Option(help="auto, llamacpp, transformers or openai.")] = "auto",
+    backend: Annotated[Backend, typer.Option(help="Model backend (auto: llama.cpp for GGUF models, transformers "
+                                                  "for hf:, openai for openai:).")] = "auto",
     device: Annotated[str, typer.Option(help="transformers backend device: cpu or cuda.")] = "cpu",
     threads: Annotated[int | None, typer.Option(help="CPU threads per model.")] = None,
     seed: Annotated[int, typer.Option(help="Run seed (episode seeds derive from it).")] = 0,
@@ -163,7 +168,7 @@ def _export_adapter(spec: RolloutSpec) -> None:
 
 
 def collect_command(
-    policy: Policy = "expert",
+    policy: PolicyOpt = "expert",
     model: Model = None,
     split: Annotated[str, typer.Option(help="Split to collect on (train: no leakage into evaluation).")] = "train",
     games: Games = None,
@@ -174,7 +179,7 @@ def collect_command(
     temperature: Annotated[float, typer.Option(help="llm: temperature for samples after the first.")] = 0.7,
     max_steps: Annotated[int, typer.Option(help="Turn limit per episode.")] = MAX_STEPS,
     workers: Annotated[int, typer.Option(help="Parallel episode processes or Ray actors.")] = 1,
-    executor: Executor = "local",
+    executor: ExecutorOpt = "local",
     shots: Annotated[int, typer.Option(help="Few-shot examples (llm).")] = 2,
     threads: Annotated[int | None, typer.Option(help="CPU threads per model.")] = None,
     seed: Annotated[int, typer.Option(help="Run seed.")] = 0,

@@ -8,6 +8,9 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from duomem.memory.build import CopyPolicy
+from duomem.memory.entry import MemoryFormat
+
 app = typer.Typer(no_args_is_help=True)
 console = Console()
 
@@ -20,16 +23,17 @@ def build_command(
                                                     "student), or `plan`: the expert's own plan as the script, "
                                                     "no model (an upper bound). Not needed for --format "
                                                     "trajectory.")] = None,
-    format: Annotated[str, typer.Option("--format", help="How memories are shown by default: script, trajectory, "
-                                                         "both (script + reference actions) or abstract (both, "
-                                                         "abstracted from the room: no instance numbers, places "
-                                                         "named by role).")] = "both",
+    format: Annotated[MemoryFormat, typer.Option("--format", help="How memories are shown by default: script, "
+                                                                  "trajectory, both (script + reference actions), "
+                                                                  "abstract (both, abstracted from the room: no "
+                                                                  "instance numbers, places named by role) or "
+                                                                  "typed (place types kept).")] = "both",
     include_failures: Annotated[bool, typer.Option(help="Write memories of lost episodes too (self-memory baseline).")] = False,
     per_game: Annotated[int, typer.Option(help="Memories per game at most.")] = 1,
     max_entries: Annotated[int | None, typer.Option(help="Stop after N memories.")] = None,
     embedder: Annotated[str, typer.Option(help="minilm (packaged all-MiniLM-L6-v2), hf:ORG/NAME or bm25.")] = "minilm",
     threads: Annotated[int | None, typer.Option(help="CPU threads for the writer.")] = None,
-    copy_policy: Annotated[str, typer.Option(help="Memories whose script copies the writer prompt: strip (drop "
+    copy_policy: Annotated[CopyPolicy, typer.Option(help="Memories whose script copies the writer prompt: strip (drop "
                                                   "the copied lines) or reject (leave the memory out).")] = "strip",
 ) -> None:
     """Write one memory per (selected) trajectory with an LLM or the plan writer; resumable; dedupes; embeds."""
@@ -38,11 +42,8 @@ def build_command(
     from duomem.errors import ConfigError
     from duomem.llm import load_chat_model
     from duomem.memory.build import build_bank
-    from duomem.memory.entry import MEMORY_FORMATS
     from duomem.memory.writer import PLAN_WRITER
 
-    if format not in MEMORY_FORMATS:
-        raise ConfigError(f"--format must be one of {', '.join(MEMORY_FORMATS)}, not {format!r}")
     if format != "trajectory" and not writer:
         raise ConfigError(f"--writer is required unless --format trajectory (a model, or {PLAN_WRITER})")
     if writer == PLAN_WRITER:
@@ -69,16 +70,12 @@ def search_command(
     k: Annotated[int, typer.Option("-k", help="How many.")] = 4,
     task_type: Annotated[str | None, typer.Option(help="Only memories of this task type (same_type retrieval).")]
     = None,
-    format: Annotated[str | None, typer.Option("--format", help="script, trajectory, both or abstract "
-                                                                "(default: the bank's).")] = None,
+    format: Annotated[MemoryFormat | None, typer.Option("--format", help="How memories are shown (default: the "
+                                                                         "bank's).")] = None,
 ) -> None:
     """Print what the agent would retrieve for a task description."""
-    from duomem.errors import ConfigError
     from duomem.memory.bank import MemoryBank
-    from duomem.memory.entry import MEMORY_FORMATS
 
-    if format is not None and format not in MEMORY_FORMATS:
-        raise ConfigError(f"--format must be one of {', '.join(MEMORY_FORMATS)}, not {format!r}")
     b = MemoryBank.load(bank)
     fmt = format or b.manifest.get("memory_format", "both")
     for rank, (entry, score) in enumerate(b.search(query, k, task_type=task_type), start=1):

@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 
 from duomem.cli.report import print_report
+from duomem.pipeline.run import Phase
 
 console = Console()
 
@@ -19,7 +20,7 @@ def run_command(
     config: Annotated[Path, typer.Argument(help="YAML config (see configs/ and duomem/pipeline/configs/).")],
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a setting: section.field=value "
                                                                  "(repeatable), e.g. --set eval.workers=4.")] = None,
-    until: Annotated[str | None, typer.Option(help="Stop after a phase: collect, memory, tune, sft, lora or eval (to "
+    until: Annotated[Phase | None, typer.Option(help="Stop after a phase: collect, memory, tune, sft, lora or eval (to "
                                                    "run later phases elsewhere, e.g. on a GPU machine).")] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
     report_only: Annotated[bool, typer.Option(help="Run nothing: write the report from the evaluations finished "

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -35,7 +36,10 @@ def _permute_rows(weight: np.ndarray, n_head: int) -> np.ndarray:
             .reshape(weight.shape))
 
 
-def export_gguf_lora(adapter_dir: Path, out: Path, base_model: str | None = None, dtype: str = "f16") -> dict:
+LoraDtype = Literal["f16", "f32"]
+
+
+def export_gguf_lora(adapter_dir: Path, out: Path, base_model: str | None = None, dtype: LoraDtype = "f16") -> dict:
     """Write ``out`` (a GGUF LoRA) from the peft folder ``adapter_dir``; returns size and tensor count."""
     import gguf
     from safetensors.numpy import load_file
@@ -101,13 +105,14 @@ def ensure_gguf_adapter(adapter: str | Path) -> Path:
     return exported
 
 
+Quant = Literal["f16", "q8_0", "q4_1", "q4_k_m"]
 QUANTS = {"f16": 1, "q8_0": 7, "q4_1": 3, "q4_k_m": 15}
 """GGUF file types a fully fine-tuned model can be written as (llama.cpp's ``LLAMA_FTYPE_MOSTLY_*``)."""
 MODEL_WEIGHTS = "model.safetensors"
 MODEL_GGUF = "model.gguf"
 
 
-def export_gguf_model(model_dir: Path, out: Path, base_model: str | None = None, quant: str = "q8_0",
+def export_gguf_model(model_dir: Path, out: Path, base_model: str | None = None, quant: Quant = "q8_0",
                       threads: int | None = None) -> dict:
     """Write ``out``, a GGUF model of a fully fine-tuned student (``model_dir/model.safetensors`` from
     ``duomem distill train --method full``), for llama.cpp.

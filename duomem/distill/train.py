@@ -33,12 +33,16 @@ LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 TRAINING_META = "training.json"
 
 
+Method = Literal["lora", "full"]
+"""``lora``: a peft adapter; ``full``: every weight."""
+
+
 class LoraConfig(BaseModel):
     """LoRA and optimisation settings (the paper: rank 8-32 with alpha = 2 x rank)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    method: Literal["lora", "full"] = "lora"
+    method: Method = "lora"
     """``lora``: a peft adapter on ``targets``; ``full``: every weight is trained (use a learning rate around
     1e-5 to 5e-5; rank, alpha, dropout and targets do not apply)."""
     rank: int = Field(16, ge=1, le=256)

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, get_args
 
 from duomem import settings
 from duomem.envs.base import TaskSpec
@@ -193,11 +194,15 @@ def _file_digest(path: Path) -> str:
     return hashlib.sha1(path.read_bytes()).hexdigest()
 
 
+PrepareVerify = Literal["all", "sample", "none"]
+"""``all``: load every game once (cached by file digest); ``sample``: two games per task type; ``none``."""
+
+
 def prepare(
     source: Path | None = None,
     data_root: Path | None = None,
     splits: Iterable[str] = SPLITS,
-    verify: str = "all",
+    verify: PrepareVerify = "all",
     workers: int = 2,
     on_progress: Callable[[str, int, int], None] | None = None,
 ) -> PrepareReport:
@@ -210,7 +215,7 @@ def prepare(
     for split in splits:
         if split not in SPLITS:
             raise DataError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
-    if verify not in ("all", "sample", "none"):
+    if verify not in get_args(PrepareVerify):
         raise DataError(f"--verify must be all, sample or none, not {verify!r}")
     kind, src = _find_source(source)
     root = alfworld_root(data_root)

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, get_args
 
 from duomem import settings
 from duomem.envs.alfworld_data import (
@@ -42,7 +43,8 @@ from duomem.jsonl import atomic_write_json, atomic_write_text
 
 GEN_SPLITS: tuple[str, ...] = ("train", "test")
 LONG_TYPE: dict[str, str] = {short: long for long, short in TASK_TYPE_SHORT.items()}
-VERIFY_MODES: tuple[str, ...] = ("expert", "load", "none")
+GenerateVerify = Literal["expert", "load", "none"]
+VERIFY_MODES: tuple[str, ...] = get_args(GenerateVerify)
 MAX_STEPS = 50
 """The expert must win a generated game within this many actions."""
 MAX_ATTEMPTS = 25
@@ -678,7 +680,7 @@ def _compact_json(data: dict) -> str:
 
 def generate_tasks(out: Path, n: int, seed: int = 0, task_types: list[str] | None = None,
                    scenes: list[int] | None = None, test_n: int = 0, test_scenes: list[int] | None = None,
-                   verify: str = "expert", workers: int = 1, show_progress: bool = True) -> dict:
+                   verify: GenerateVerify = "expert", workers: int = 1, show_progress: bool = True) -> dict:
     """Generate ``n`` train tasks (and ``test_n`` test tasks on held-out floor plans) under ``out``.
 
     Writes ``out/json_2.1.1/<split>/<task>/<trial>/``, ``out/index/<split>.jsonl`` (TaskSpec rows, ``source`` =

@@ -17,6 +17,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, get_args
 
 from rich.progress import (
     BarColumn,
@@ -36,7 +37,8 @@ from duomem.eval.summary import summarize, summary_markdown
 from duomem.jsonl import JsonlAppender, atomic_write_json, atomic_write_text, read_jsonl
 
 EPISODES = "episodes.jsonl"
-EXECUTORS = ("local", "ray")
+Executor = Literal["local", "ray"]
+EXECUTORS: tuple[str, ...] = get_args(Executor)
 
 
 def select_games(tasks: Sequence[TaskSpec], n: int | None, seed: int = 0) -> list[TaskSpec]:
@@ -91,7 +93,7 @@ def check_resume(out_dir: Path, spec: RolloutSpec, name: str) -> None:
 
 
 def run_rollouts(spec: RolloutSpec, tasks: Sequence[TaskSpec], out_dir: Path, name: str,
-                 samples: int | Sequence[int] = 1, workers: int = 1, executor: str = "local",
+                 samples: int | Sequence[int] = 1, workers: int = 1, executor: Executor = "local",
                  show_progress: bool = True, measure_speed: bool = True,
                  on_record: Callable[[EpisodeRecord], None] | None = None) -> RunResult:
     """Play every (game, sample) not yet in ``out_dir/episodes.jsonl``; then write ``summary.json``/``.md``.

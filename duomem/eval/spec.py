@@ -11,9 +11,14 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from duomem import settings
 from duomem.envs.base import MAX_STEPS
 from duomem.errors import ConfigError
+from duomem.memory.bank import Retrieval
 from duomem.memory.entry import MemoryFormat
 
-Retrieval = Literal["similarity", "same_type"]
+Policy = Literal["expert", "llm"]
+Backend = Literal["auto", "llamacpp", "transformers", "openai"]
+FewshotSet = Literal["train", "heldout"]
+ActionSelection = Literal["free", "grammar", "score"]
+ScoreNorm = Literal["sum", "mean"]
 
 
 class RolloutSpec(BaseModel):
@@ -22,10 +27,10 @@ class RolloutSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    policy: Literal["expert", "llm"] = "llm"
+    policy: Policy = "llm"
     model: str | None = None
     """A model name (see ``duomem models list``), a .gguf path, hf:ORG/NAME or openai:MODEL@URL."""
-    backend: Literal["auto", "llamacpp", "transformers", "openai"] = "auto"
+    backend: Backend = "auto"
     adapter: str | None = None
     """A LoRA adapter: a GGUF LoRA file or a peft folder (llama.cpp reads the ``adapter.gguf`` exported in it)."""
     memory: str | None = None
@@ -34,17 +39,17 @@ class RolloutSpec(BaseModel):
     retrieval: Retrieval = "similarity"
     """``similarity``: top-k over all memories (the paper); ``same_type``: top-k among the task type's memories."""
     shots: int = Field(2, ge=0, le=2)
-    fewshot: Literal["train", "heldout"] = "train"
+    fewshot: FewshotSet = "train"
     """Which few-shot examples the prompt shows (see ``duomem.agent.prompts.FEWSHOT_SETS``)."""
     memory_format: MemoryFormat | None = None
     """How retrieved memories are shown (None: the bank's own format)."""
     history_window: int | None = Field(None, ge=1)
     max_steps: int = Field(MAX_STEPS, ge=1, le=500)
-    action_selection: Literal["free", "grammar", "score"] = "free"
+    action_selection: ActionSelection = "free"
     """How the LLM's answer becomes a command: ``free`` text mapped onto a command (never onto another one),
     ``grammar``-constrained decoding to a command or a thought, or ``score``: the admissible command (or
     ``think:``) with the highest log-probability."""
-    score_norm: Literal["sum", "mean"] = "mean"
+    score_norm: ScoreNorm = "mean"
     """``score``: a candidate's summed token log-probability, or its mean per token (length-normalised; the default,
     chosen on valid_seen: benchmarks/README section 9)."""
     note: bool = False

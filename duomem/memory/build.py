@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal, get_args
 
 from duomem.agent.trajectory import Trajectory
 from duomem.errors import ConfigError, DataError
@@ -15,7 +16,8 @@ from duomem.memory.entry import MEMORY_FORMATS, MemoryEntry, MemoryFormat
 from duomem.memory.writer import PLAN_WRITER, WRITER_PROMPT_VERSION, MemoryWriter, PlanWriter, memory_id
 
 WRITTEN = "written.jsonl"
-COPY_POLICIES: tuple[str, ...] = ("strip", "reject")
+CopyPolicy = Literal["strip", "reject"]
+COPY_POLICIES: tuple[str, ...] = get_args(CopyPolicy)
 """What the bank builder does with a memory whose script copied the writer prompt's wording: ``strip`` keeps it
 without the copied lines (the writer already removed them), ``reject`` leaves the memory out of the bank. Either
 way a memory left with no script line is left out (unless the bank shows reference actions only)."""
@@ -72,7 +74,7 @@ def dedupe(entries: list[MemoryEntry]) -> list[MemoryEntry]:
 def build_bank(trajectories: Path, out: Path, writer: ChatModel | str | None, fmt: MemoryFormat = "both",
                include_failures: bool = False, per_game: int = 1, max_entries: int | None = None,
                embedder: str | None = DEFAULT_EMBEDDER, batch: int = 32,
-               on_progress: Callable[[int, int], None] | None = None, copy_policy: str = "strip") -> MemoryBank:
+               on_progress: Callable[[int, int], None] | None = None, copy_policy: CopyPolicy = "strip") -> MemoryBank:
     """Write one memory per selected trajectory into ``out`` (``written.jsonl`` is the resumable log), then
     dedupe, embed the task descriptions and write the bank. ``writer`` is a chat model, ``"plan"`` (the
     deterministic :class:`PlanWriter`: the expert's plan, no model) or None (``fmt="trajectory"`` only).

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import Literal, get_args
 
 from rich.console import Console
 
@@ -18,7 +19,8 @@ from duomem.jsonl import atomic_write_text
 from duomem.pipeline.config import ROWS, PipelineConfig
 from duomem.pipeline.stages import StageResult, StageRunner
 
-PHASES = ("collect", "memory", "tune", "sft", "lora", "eval")
+Phase = Literal["collect", "memory", "tune", "sft", "lora", "eval"]
+PHASES: tuple[str, ...] = get_args(Phase)
 
 
 def _ids(tasks: list[TaskSpec]) -> list[str]:
@@ -48,7 +50,7 @@ class Pipeline:
     """One DuoMem experiment, as configured."""
 
     def __init__(self, cfg: PipelineConfig, console: Console | None = None, show_progress: bool = True,
-                 until: str | None = None, report_only: bool = False) -> None:
+                 until: Phase | None = None, report_only: bool = False) -> None:
         if until is not None and until not in PHASES:
             raise ConfigError(f"--until must be one of {', '.join(PHASES)}, not {until!r}")
         self.until = until
@@ -359,7 +361,7 @@ class Pipeline:
 
 
 def run_pipeline(cfg: PipelineConfig, console: Console | None = None, show_progress: bool = True,
-                 until: str | None = None, report_only: bool = False) -> tuple[Path | None, list[str]]:
+                 until: Phase | None = None, report_only: bool = False) -> tuple[Path | None, list[str]]:
     """Run (or resume) the pipeline, up to phase ``until`` if given; returns the report path (None when stopped
     early) and the stages that did work. ``report_only``: run nothing, report what has finished so far."""
     pipe = Pipeline(cfg, console, show_progress, until, report_only)
