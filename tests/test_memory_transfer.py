@@ -270,8 +270,8 @@ def test_fewshot_examples_are_held_out_of_every_task_set(prepared: Path, expert_
 
 def test_bank_provenance_overlap_and_old_banks(room_games, plan_bank: Path, prepared: Path, tmp_path: Path):
     from duomem.envs.alfworld_data import load_tasks
-    from duomem.memory.bank import MemoryBank
-    from duomem.memory.provenance import bank_overlap, floor_plan_of
+    from duomem.memory.bank import MemoryBank, bank_overlap
+    from duomem.memory.provenance import floor_plan_of
 
     _, g = room_games
     bank = MemoryBank.load(plan_bank)

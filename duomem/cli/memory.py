@@ -93,7 +93,7 @@ def overlap_command(
     import json
 
     from duomem.envs.alfworld_data import load_tasks
-    from duomem.memory.provenance import bank_overlap
+    from duomem.memory.bank import bank_overlap
 
     console.print_json(json.dumps(bank_overlap(bank, load_tasks(split, tasks))))
 

@@ -269,7 +269,7 @@ def prepare(
         for r in pending:
             verified[r.game_id] = _file_digest(Path(r.game_file))
         report.verified += len(pending)
-        _write_index(root / "index" / f"{split}.jsonl", rows)
+        write_index(root / "index" / f"{split}.jsonl", rows)
         report.counts[split] = len(rows)
         report.per_type[split] = dict(Counter(r.task_type for r in rows))
         if kind == "archives" and len(rows) != EXPECTED_COUNTS[split]:
@@ -317,7 +317,7 @@ def _verify_many(files: list[str], workers: int, on_progress: Callable[[str, int
     return failures
 
 
-def _write_index(path: Path, rows: list[TaskSpec]) -> None:
+def write_index(path: Path, rows: list[TaskSpec]) -> None:
     tmp = path.with_suffix(".tmp")
     with tmp.open("w") as fh:
         for row in rows:

@@ -32,10 +32,10 @@ from duomem.envs.alfworld_data import (
     PROBLEM_FILE,
     TASK_TYPE_SHORT,
     TRAJ_FILE,
-    _write_index,
     build_game_file,
     goal_of,
     task_params,
+    write_index,
 )
 from duomem.envs.base import TASK_TYPES, TaskSpec
 from duomem.errors import ConfigError, DataError
@@ -728,7 +728,7 @@ def generate_tasks(out: Path, n: int, seed: int = 0, task_types: list[str] | Non
                 failed.append(f"{split} #{job.index} ({job.task_type})")
             else:
                 rows.append(TaskSpec.model_validate_json(res.row))
-        _write_index(out / "index" / f"{split}.jsonl", rows)
+        write_index(out / "index" / f"{split}.jsonl", rows)
         per_type = Counter(r.task_type for r in rows)
         summary["splits"][split] = {
             "requested": wanted[split], "generated": len(rows),

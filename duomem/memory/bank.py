@@ -5,6 +5,7 @@ prompts, none of the same task or floor plan)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -204,3 +205,39 @@ class BankRetriever:
             if priors:
                 memories.insert(0, (PRIORS_ID, priors))
         return memories
+
+
+def bank_overlap(bank: MemoryBank | str | Path, tasks: Iterable[TaskSpec]) -> dict:
+    """What a bank shares with ``tasks`` (for example the games about to be evaluated).
+
+    Returns ``games`` / ``task_folders`` / ``floor_plans``: how many of the tasks' distinct games, task folders
+    and floor plans are also sources of the bank's memories; ``tasks_sharing_game`` / ``..._task_folder`` /
+    ``..._floor_plan``: how many of the tasks are affected; ``shared_floor_plans`` (sorted), ``shared_splits``,
+    ``tasks`` (the number of tasks) and ``bank_splits``. Works on banks written before their manifest recorded
+    task folders and floor plans (read from the entries' game ids then)."""
+    if not isinstance(bank, MemoryBank):
+        bank = MemoryBank.load(bank)
+    m = bank.manifest
+    if "source_game_ids" in m and "source_floor_plans" in m:
+        games, folders, plans = (set(m["source_game_ids"]), set(m["source_task_folders"]),
+                                 set(m["source_floor_plans"]))
+    else:
+        p = provenance(g for e in bank.entries for g in e.source_game_ids)
+        games, folders, plans = set(p["source_game_ids"]), set(p["source_task_folders"]), set(p["source_floor_plans"])
+    tasks = list(tasks)
+    t_games = {t.game_id for t in tasks}
+    t_folders = {f for t in tasks if (f := task_folder_of(t.game_id))}
+    t_plans = {p for t in tasks if (p := floor_plan_of(t.game_id))}
+    bank_splits = set(m.get("source_splits") or {e.source_split for e in bank.entries})
+    return {
+        "tasks": len(tasks),
+        "games": len(t_games & games),
+        "task_folders": len(t_folders & folders),
+        "floor_plans": len(t_plans & plans),
+        "tasks_sharing_game": sum(t.game_id in games for t in tasks),
+        "tasks_sharing_task_folder": sum(task_folder_of(t.game_id) in folders for t in tasks),
+        "tasks_sharing_floor_plan": sum(floor_plan_of(t.game_id) in plans for t in tasks),
+        "shared_floor_plans": sorted(t_plans & plans, key=int),
+        "shared_splits": sorted({t.split for t in tasks} & bank_splits),
+        "bank_splits": sorted(bank_splits),
+    }

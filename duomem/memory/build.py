@@ -82,7 +82,7 @@ def build_bank(trajectories: Path, out: Path, writer: ChatModel | str | None, fm
     ``batch`` memories at a time. ``copy_policy`` (:data:`COPY_POLICIES`) says what happens to memories whose
     script copied the writer prompt; the manifest counts them (``writer_copies``) and records the games, task
     folders and floor plans the bank was built from (``source_game_ids``, ``source_task_folders``,
-    ``source_floor_plans``; see :func:`duomem.memory.provenance.bank_overlap`)."""
+    ``source_floor_plans``; see :func:`duomem.memory.bank.bank_overlap`)."""
     if fmt not in MEMORY_FORMATS:
         raise ConfigError(f"unknown memory format {fmt!r}; use {', '.join(MEMORY_FORMATS)}")
     if copy_policy not in COPY_POLICIES:

@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
 
+from duomem.memory.provenance import floor_plan_of, task_folder_of
+
 MemoryFormat = Literal["script", "trajectory", "both", "abstract", "typed"]
 MEMORY_FORMATS: tuple[str, ...] = ("script", "trajectory", "both", "abstract", "typed")
 """How a memory is shown to the agent: ``script`` (the script only), ``trajectory`` (the reference actions
@@ -53,8 +55,6 @@ class MemoryEntry(BaseModel):
 
     @model_validator(mode="after")
     def _fill_provenance(self) -> MemoryEntry:
-        from duomem.memory.provenance import floor_plan_of, task_folder_of
-
         if not self.source_task_folders:
             self.source_task_folders = sorted({f for g in self.source_game_ids if (f := task_folder_of(g))})
         if not self.source_floor_plans:
