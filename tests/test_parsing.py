@@ -1,4 +1,10 @@
+"""Action parsing: a model's line mapped onto an admissible command, never onto another one."""
+
+import pytest
+
 from duomem.agent.parsing import INVALID_MATCHES, first_line, normalise, parse_action, resolve
+
+pytestmark = pytest.mark.fast
 
 ADMISSIBLE = ["go to countertop 1", "go to countertop 2", "go to desk 1", "look", "inventory",
               "take mug 1 from countertop 1", "move mug 1 to desk 1", "examine desk 1"]

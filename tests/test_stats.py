@@ -7,6 +7,8 @@ import pytest
 
 from duomem.eval.stats import compare, gap_closed, mcnemar_exact, paired_bootstrap, wilson
 
+pytestmark = pytest.mark.fast
+
 
 @pytest.mark.parametrize(("won", "n", "low", "high"), [
     (31, 134, 0.16804, 0.30962),  # plain LoRA on valid_unseen: 23.1 [16.8, 31.0]
