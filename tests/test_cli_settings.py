@@ -4,8 +4,11 @@ for a choice, exactly the field's choices (which --help lists)."""
 from __future__ import annotations
 
 import inspect
+import subprocess
+import sys
 import typing
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from pydantic import BaseModel
@@ -60,3 +63,11 @@ def test_help_lists_the_choices_and_a_wrong_one_is_one_line():
     assert "free|grammar|score" in text and "similarity|same_type" in text
     wrong = runner.invoke(app, ["eval", "--actions", "best"], terminal_width=200)
     assert wrong.exit_code == 2 and "'free', 'grammar', 'score'" in wrong.output
+
+
+def test_the_command_reference_is_current():
+    repo = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, str(repo / "scripts" / "cli_docs.py")], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout == (repo / "docs" / "cli.md").read_text(), \
+        "docs/cli.md is stale: python scripts/cli_docs.py --out docs/cli.md"
