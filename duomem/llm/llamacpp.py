@@ -353,11 +353,15 @@ class LlamaCppChatModel(Batching):
                 break
         end = time.perf_counter()
         produced -= 1
-        self._llm.reset()
-        self._last_tokens = []
+        self.reset_cache()
         return {"prompt_tokens": len(tokens), "prompt_tokens_per_s": len(tokens) / (first_token_at - start),
                 "decode_tokens_per_s": produced / (end - first_token_at), "decode_tokens": produced,
                 "threads": self.threads}
+
+    def reset_cache(self) -> None:
+        """Forget the cached prompt: the next call evaluates its whole prompt (a cold turn, for timing)."""
+        self._llm.reset()
+        self._last_tokens = []
 
     def close(self) -> None:
         if self._score_batch is not None:
