@@ -126,17 +126,24 @@ def test_spec_validation():
 
 
 def test_spec_keys_are_stable_and_complete():
-    """Settings that change play change the fingerprint; a later-added setting at its default does not, so runs
-    made before it was added keep resuming."""
+    """A run's key holds every setting that changes play and its key version, with no default restated: machine
+    settings and settings that cannot matter leave it unchanged, every other change changes it."""
+    from duomem.eval.spec import KEY_VERSION
+
     base = RolloutSpec(policy="llm", model="smollm2-135m", memory="bank")
-    assert "retrieval" not in base.key_fields()
+    key = base.key_fields()
+    assert key["key_version"] == KEY_VERSION and key["retrieval"] == "similarity" and key["note"] is False
     assert base.fingerprint() == RolloutSpec(policy="llm", model="smollm2-135m", memory="bank", threads=1,
                                              device="cuda", step_timeout=5).fingerprint()
-    typed = base.model_copy(update={"retrieval": "same_type"})
-    assert typed.key_fields()["retrieval"] == "same_type" and typed.fingerprint() != base.fingerprint()
-    assert base.model_copy(update={"top_k": 4}).fingerprint() != base.fingerprint()
-    # the score norm defaults to mean but enters a key only for scored play, and only when it is not sum
-    assert base.score_norm == "mean" and "score_norm" not in base.key_fields()
+    played = set(RolloutSpec.model_fields) - {"threads", "device", "step_timeout", "score_norm", "batch",
+                                               "batch_tokens", "request_timeout", "request_retries",
+                                               "request_concurrency"}
+    assert set(key) == played | {"key_version"}
+    for update in ({"retrieval": "same_type"}, {"top_k": 4}, {"note": True}, {"memory_format": "typed"},
+                   {"action_selection": "score"}):
+        assert base.model_copy(update=update).fingerprint() != base.fingerprint(), update
+    # the score norm enters a key only for scored play, whichever it is
+    assert base.model_copy(update={"score_norm": "sum"}).fingerprint() == base.fingerprint()
     scored = base.model_copy(update={"action_selection": "score"})
     assert scored.key_fields()["score_norm"] == "mean"
-    assert "score_norm" not in scored.model_copy(update={"score_norm": "sum"}).key_fields()
+    assert scored.model_copy(update={"score_norm": "sum"}).fingerprint() != scored.fingerprint()

@@ -165,18 +165,25 @@ def test_split_backends_keep_the_collected_stages(prepared: Path, tmp_path: Path
     assert collect_path([]) != gpu  # llama.cpp collection is another stage
 
 
-def test_training_stage_keys_of_lora_runs_do_not_change():
-    """A LoRA run's training key is what it was before full fine-tuning existed (the committed full-scale
-    adapters' stage folders, e.g. lora_plain-5eb17795a849, stay valid); a full fine-tune has its own."""
+def test_training_stage_keys_hold_every_training_setting():
+    """The training stage's key is the LoRA config's full dump and the key version (no hand-picked fields): a
+    changed training setting trains again, what changes nothing trained does not."""
+    from duomem.distill.train import LoraConfig
+    from duomem.eval.spec import KEY_VERSION
     from duomem.pipeline.config import LoraSettings
     from duomem.pipeline.stages import stage_key
 
     lora = LoraSettings(rank=16, alpha=32, epochs=2, learning_rate=2e-4, batch_size=4, grad_accum=4, max_length=4096)
-    assert set(lora.key_fields()) == {"rank", "alpha", "epochs", "max_steps", "learning_rate", "batch_size",
-                                      "grad_accum", "max_length"}
+    key = lora.key_fields()
+    assert key["key_version"] == KEY_VERSION
+    assert set(key) == set(LoraConfig.model_fields) - {"seed", "save_steps", "gradient_checkpointing"} | {"key_version"}
+    for update in ({"warmup_ratio": 0.1}, {"dropout": 0.1}, {"group_by_length": False}, {"method": "full"}):
+        assert stage_key(lora.model_copy(update=update).key_fields()) != stage_key(key), update
+    for update in ({"device": "cuda"}, {"save_steps": 7}, {"keep_checkpoints": True}, {"quant": "f16"}):
+        assert lora.model_copy(update=update).key_fields() == key, update
     full = lora.model_copy(update={"method": "full"})
-    assert full.key_fields()["method"] == "full" and full.key_fields()["quant"] == "q8_0"
-    assert stage_key(full.key_fields()) != stage_key(lora.key_fields())
+    assert full.key_fields()["quant"] == "q8_0" != full.model_copy(update={"quant": "f16"}).key_fields()["quant"]
+    assert lora.training(5) == LoraConfig(**{**lora.model_dump(include=set(LoraConfig.model_fields)), "seed": 5})
 
 
 @pytest.mark.slow

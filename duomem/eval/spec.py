@@ -19,6 +19,9 @@ Backend = Literal["auto", "llamacpp", "transformers", "openai"]
 FewshotSet = Literal["train", "heldout"]
 ActionSelection = Literal["free", "grammar", "score"]
 ScoreNorm = Literal["sum", "mean"]
+KEY_VERSION = 2
+"""How a run's key is computed: a changed key means another run. ``scripts/migrate_run_keys.py`` rewrites the
+``run.json`` of runs made with version 1 (which left out fields added later while at their defaults)."""
 
 
 class RolloutSpec(BaseModel):
@@ -95,28 +98,20 @@ class RolloutSpec(BaseModel):
         return self.backend == "openai" or (self.backend == "auto" and (self.model or "").startswith("openai:"))
 
     def key_fields(self) -> dict:
-        """The fields that change what is played (not threads, device or the game-step timeout). Settings of
-        another backend are left out, and fields added after the first release are left out while at their
-        defaults, so that earlier runs keep their keys and resume."""
+        """Every field that changes what is played (all but threads, device and the game-step timeout), with
+        :data:`KEY_VERSION`. Settings that cannot matter are left out: the score norm unless commands are scored,
+        another backend's batching and request settings."""
         data = self.model_dump(exclude={"threads", "step_timeout", "device"})
         if self.action_selection != "score":
-            data.pop("score_norm")  # changes nothing unless commands are scored
+            data.pop("score_norm")
         if not self.uses_transformers:
             data.pop("batch_tokens")
             data.pop("batch")
         if not self.uses_openai:
             for name in ("request_timeout", "request_retries", "request_concurrency"):
                 data.pop(name)
-        for name, default in _LATER_FIELDS.items():
-            if name in data and data[name] == default:
-                data.pop(name)
-        return data
+        return {"key_version": KEY_VERSION, **data}
 
     def fingerprint(self) -> str:
         """Hash of :meth:`key_fields`."""
         return hashlib.sha256(json.dumps(self.key_fields(), sort_keys=True).encode()).hexdigest()[:16]
-
-
-_LATER_FIELDS = {"retrieval": "similarity", "fewshot": "train", "memory_format": None, "action_selection": "free",
-                 "score_norm": "sum", "note": False, "batch": 1, "batch_tokens": 393216, "request_timeout": 120.0,
-                 "request_retries": 5, "request_concurrency": 8}

@@ -13,29 +13,22 @@ import json
 from functools import cache
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from duomem import settings
 from duomem.errors import ConfigError, ModelError
+from duomem.eval.spec import RolloutSpec
 from duomem.llm.registry import file_sha256
 
 MANIFEST = "student.json"
 
 
-class StudentPlay(BaseModel):
-    """The settings the student is played with (those of the row that produced its committed result)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    top_k: int = Field(2, ge=0)
-    shots: int = 2
-    fewshot: str = "train"
-    retrieval: str = "similarity"
-    memory_format: str | None = None
-    action_selection: str = "free"
-    max_steps: int = 50
-    note: bool = False
-    """Whether the student reads the episodic note (it was trained with it)."""
+PLAY_FIELDS = ("top_k", "shots", "fewshot", "retrieval", "memory_format", "action_selection", "max_steps", "note")
+"""The run-spec settings a student's manifest records: those of the row that produced its committed result."""
+StudentPlay = create_model(
+    "StudentPlay", __config__=ConfigDict(extra="forbid"),
+    **{name: (RolloutSpec.model_fields[name].annotation, RolloutSpec.model_fields[name]) for name in PLAY_FIELDS})
+"""The settings the student is played with: the run spec's own fields (types, defaults and checks defined there)."""
 
 
 class StudentResult(BaseModel):

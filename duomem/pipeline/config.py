@@ -8,8 +8,13 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from duomem.distill.export import Quant
+from duomem.distill.train import LoraConfig
 from duomem.envs.base import MAX_STEPS
 from duomem.errors import ConfigError
+from duomem.eval.spec import KEY_VERSION, ActionSelection, FewshotSet, Policy, RolloutSpec, ScoreNorm
+from duomem.memory.bank import Exclusion, Retrieval
+from duomem.memory.build import CopyPolicy
 from duomem.memory.entry import MemoryFormat
 
 ROWS: dict[str, tuple[bool, str | None]] = {
@@ -34,7 +39,7 @@ class StudentConfig(_Strict):
     model: str = "smollm2-135m"
     """The on-device student (a packaged model name, a .gguf path or hf:ORG/NAME)."""
     shots: int = Field(2, ge=0, le=2)
-    fewshot: Literal["train", "heldout"] = "train"
+    fewshot: FewshotSet = "train"
     """The few-shot example set (``duomem.agent.prompts.FEWSHOT_SETS``); its games never become SFT targets."""
     n_ctx: int = Field(8192, ge=1024)
     collect_backend: Literal["llamacpp", "transformers"] | None = None
@@ -43,7 +48,7 @@ class StudentConfig(_Strict):
 
 
 class TeacherConfig(_Strict):
-    policy: Literal["expert", "llm"] = "expert"
+    policy: Policy = "expert"
     """``expert``: ALFWorld's handcoded oracle. ``llm``: a model, e.g. ``openai:Qwen2.5-72B-Instruct@http://host/v1``."""
     model: str | None = None
     shots: int = Field(2, ge=0, le=2)
@@ -77,15 +82,15 @@ class MemoryConfig(_Strict):
     (no instance numbers; room-specific places named by role)."""
     show_format: MemoryFormat | None = None
     """How retrieved memories are shown, at evaluation and in the LoRA data (None: the bank's format)."""
-    copy_policy: Literal["strip", "reject"] = "strip"
+    copy_policy: CopyPolicy = "strip"
     """Written script lines that copy the writer prompt's wording: removed, or the memory left out."""
-    train_exclude: Literal["game", "task", "floor_plan"] = "floor_plan"
+    train_exclude: Exclusion = "floor_plan"
     """What an SFT example may not retrieve: memories of its own game, its task (all trials), or its floor plan,
     so training looks like test time (valid_unseen shares no floor plan with the bank)."""
     embedder: str = "minilm"
     top_k: int = Field(2, ge=1, le=16)
     """Used when ``eval.k_sweep`` is empty."""
-    retrieval: Literal["similarity", "same_type"] = "similarity"
+    retrieval: Retrieval = "similarity"
     """``similarity``: top-k by task-description similarity over the whole bank (the DuoMem paper);
     ``same_type``: top-k among memories of the task's type (used for evaluation and the LoRA data alike)."""
     games: int | None = Field(120, ge=1)
@@ -114,41 +119,41 @@ class DataConfig(_Strict):
     """With ``source: generated``: a test split on held-out floor plans (evaluate with ``eval_split: test``)."""
 
 
-class LoraSettings(_Strict):
-    method: Literal["lora", "full"] = "lora"
-    """``lora``: an adapter of a few MB; ``full``: every weight trained (the 95% recipe of LM-BUTLER), exported as a
-    GGUF model (``quant``) that the rows play instead of base + adapter. Full fine-tuning wants a lower
-    ``learning_rate`` (1e-5 to 5e-5)."""
-    quant: Literal["f16", "q8_0", "q4_1", "q4_k_m"] = "q8_0"
+class LoraSettings(LoraConfig):
+    """Every training setting of :class:`duomem.distill.train.LoraConfig` (defined there, with its defaults), plus
+    what the pipeline does around training. The training seed is the pipeline's ``seed``. ``method: full`` trains
+    every weight (the 95% recipe of LM-BUTLER) and exports a GGUF model (``quant``) that the rows play instead of
+    base + adapter; it wants a lower ``learning_rate`` (1e-5 to 5e-5)."""
+
+    quant: Quant = "q8_0"
     """``method: full``: the GGUF type the fine-tuned model is written as."""
     memory_dropout: float = Field(0.0, ge=0.0, le=1.0)
     """Share of teacher trajectories trained without the memory block (memory rows), so one adapter works with
     and without memories."""
-    rank: int = Field(16, ge=1, le=256)
-    alpha: int | None = None
-    epochs: float = Field(2.0, gt=0)
-    max_steps: int | None = Field(None, ge=1)
-    learning_rate: float = Field(2e-4, gt=0)
-    batch_size: int = Field(4, ge=1)
-    grad_accum: int = Field(1, ge=1)
-    max_length: int = Field(4096, ge=256)
     device: str = "auto"
     """``auto``: cuda when torch sees a GPU, else cpu (not part of the stage key)."""
     keep_checkpoints: bool = False
 
+    def training(self, seed: int) -> LoraConfig:
+        """The training config, seeded with the pipeline's seed."""
+        return LoraConfig(**{**self.model_dump(include=set(LoraConfig.model_fields)), "seed": seed})
+
     def key_fields(self) -> dict:
-        """The settings that change what is trained (the training stage's key). ``method`` and ``quant`` count only
-        for a full fine-tune, so that the keys of LoRA stages made before they existed stay as they were."""
-        exclude = {"device", "keep_checkpoints", "memory_dropout"}
-        return self.model_dump(exclude=exclude if self.method == "full" else exclude | {"method", "quant"})
+        """The settings that change what is trained (the training stage's key; the seed enters it on its own, the
+        memory dropout through the SFT data; checkpointing and gradient checkpointing change nothing trained)."""
+        data = self.model_dump(exclude={"device", "keep_checkpoints", "memory_dropout", "seed", "save_steps",
+                                        "gradient_checkpointing"})
+        if self.method != "full":
+            data.pop("quant")
+        return {"key_version": KEY_VERSION, **data}
 
 
 class EvalConfig(_Strict):
-    action_selection: Literal["free", "grammar", "score"] = "free"
-    """How the student's answers become commands (see ``duomem eval --actions``)."""
-    score_norm: Literal["sum", "mean"] = "mean"
-    """With ``action_selection: score``: ``mean`` (length-normalised, chosen on valid_seen) or ``sum``."""
-    max_steps: int = Field(MAX_STEPS, ge=1)
+    action_selection: ActionSelection = RolloutSpec.model_fields["action_selection"].default
+    """How the student's answers become commands (the run spec's setting; see ``duomem eval --actions``)."""
+    score_norm: ScoreNorm = RolloutSpec.model_fields["score_norm"].default
+    """With ``action_selection: score``: the run spec's score norm."""
+    max_steps: int = Field(RolloutSpec.model_fields["max_steps"].default, ge=1)
     workers: int = Field(2, ge=1)
     threads: int | None = Field(None, ge=1)
     backend: Literal["llamacpp", "transformers"] = "llamacpp"
@@ -182,6 +187,12 @@ class PipelineConfig(_Strict):
     data: DataConfig = Field(default_factory=DataConfig)
     lora: LoraSettings = Field(default_factory=LoraSettings)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    @model_validator(mode="after")
+    def _one_seed(self) -> PipelineConfig:
+        if "seed" in self.lora.model_fields_set:
+            raise ValueError("lora.seed is not a setting: the pipeline's seed (top level) seeds training too")
+        return self
 
     @property
     def teacher_writer(self) -> str:

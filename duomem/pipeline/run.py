@@ -14,7 +14,7 @@ from rich.console import Console
 from duomem.envs.base import TaskSpec
 from duomem.errors import ConfigError
 from duomem.eval.runner import select_games
-from duomem.eval.spec import RolloutSpec
+from duomem.eval.spec import KEY_VERSION, RolloutSpec
 from duomem.jsonl import atomic_write_text
 from duomem.pipeline.config import ROWS, PipelineConfig
 from duomem.pipeline.stages import StageResult, StageRunner
@@ -232,20 +232,17 @@ class Pipeline:
 
         cfg = self.cfg
         m = cfg.memory
-        sft_inputs = {"teacher": teacher.key, "shots": cfg.student.shots, "bank": bank.key if bank else None,
-                      "top_k": k if bank else 0, "fewshot": cfg.student.fewshot, "fewshot_left_out": True}
+        settings = {"shots": cfg.student.shots, "top_k": k if bank else 0, "fewshot": cfg.student.fewshot}
         if bank:
-            sft_inputs.update(retrieval=m.retrieval, exclude=m.train_exclude, show_format=m.show_format,
-                              memory_dropout=cfg.lora.memory_dropout)
-        return self.stages.run(f"sft_{name}", sft_inputs, lambda d: build_dataset(
-            teacher.path / "demonstrations.jsonl", d, shots=cfg.student.shots,
-            memory=bank.info["bank"] if bank else None, top_k=k, retrieval=m.retrieval, exclude=m.train_exclude,
-            memory_dropout=cfg.lora.memory_dropout, dropout_seed=cfg.seed, memory_format=m.show_format,
-            fewshot=cfg.student.fewshot))
+            settings.update(retrieval=m.retrieval, exclude=m.train_exclude, memory_format=m.show_format,
+                            memory_dropout=cfg.lora.memory_dropout, dropout_seed=cfg.seed)
+        inputs = {"key_version": KEY_VERSION, "teacher": teacher.key, "bank": bank.key if bank else None, **settings}
+        return self.stages.run(f"sft_{name}", inputs, lambda d: build_dataset(
+            teacher.path / "demonstrations.jsonl", d, memory=bank.info["bank"] if bank else None, **settings))
 
     def train_lora(self, name: str, sft: StageResult) -> StageResult:
         from duomem.distill.export import MODEL_GGUF, MODEL_WEIGHTS, export_gguf_lora, export_gguf_model
-        from duomem.distill.train import LoraConfig, train_lora
+        from duomem.distill.train import train_lora
 
         cfg = self.cfg
         full = cfg.lora.method == "full"
@@ -257,11 +254,7 @@ class Pipeline:
             device = cfg.lora.device
             if device == "auto":
                 device = "cuda" if torch.cuda.is_available() else "cpu"
-            config = LoraConfig(method=cfg.lora.method, rank=cfg.lora.rank, alpha=cfg.lora.alpha,
-                                epochs=cfg.lora.epochs, max_steps=cfg.lora.max_steps, learning_rate=cfg.lora.learning_rate,
-                                batch_size=cfg.lora.batch_size, grad_accum=cfg.lora.grad_accum,
-                                max_length=cfg.lora.max_length, seed=cfg.seed)
-            meta = train_lora(cfg.student.model, sft.path, d / "adapter", config, device=device,
+            meta = train_lora(cfg.student.model, sft.path, d / "adapter", cfg.lora.training(cfg.seed), device=device,
                               threads=cfg.eval.threads, show_progress=self.show_progress)
             if full:
                 gguf = export_gguf_model(d / "adapter", d / "adapter" / MODEL_GGUF, base_model=cfg.student.model,
