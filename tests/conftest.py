@@ -1,8 +1,8 @@
 """Shared fixtures: real ALFWorld data from ../shared (through DUOMEM_ALFWORLD_ARCHIVE) and real packaged models.
 
 Tests that need data or a model skip with a clear message where they are absent, or fail with it under
-``--require-data`` (CI: a missing archive or model is an error there, never a green run). Everything a test writes
-goes under a temporary DUOMEM_HOME, never into the user's cache.
+``--require-data`` or ``CI=true`` (a missing archive or model is an error there, never a green run). Everything a
+test writes goes under a temporary DUOMEM_HOME, never into the user's cache.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def _missing(request: pytest.FixtureRequest, message: str) -> None:
-    if request.config.getoption("--require-data"):
+    if request.config.getoption("--require-data") or os.environ.get("CI", "").lower() == "true":
         pytest.fail(message, pytrace=False)
     pytest.skip(message)
 
