@@ -42,13 +42,18 @@ def dataset_command(
                                               "evaluation will use); its games are left out.")] = "train",
     note: Annotated[bool, typer.Option("--note/--no-note", help="Write the episodic note under each game answer "
                                                                 "(as `duomem eval --note` plays).")] = False,
+    leave_out_types: Annotated[str | None, typer.Option(help="Comma-separated task types the student must not "
+                                                             "learn: their trajectories and their memories are "
+                                                             "left out (new kinds of task, met only through "
+                                                             "memories).")] = None,
 ) -> None:
     """Turn won trajectories into chat examples in the agent's exact prompt format."""
     from duomem.distill.dataset import build_dataset, load_examples
 
     meta = build_dataset(trajectories, out, shots=shots, memory=memory, top_k=top_k, history_window=history_window,
                          retrieval=retrieval, exclude=exclude, memory_dropout=memory_dropout,
-                         dropout_seed=dropout_seed, memory_format=memory_format, fewshot=fewshot, note=note)
+                         dropout_seed=dropout_seed, memory_format=memory_format, fewshot=fewshot, note=note,
+                         leave_out_types=[t.strip() for t in (leave_out_types or "").split(",") if t.strip()])
     console.print(f"{meta['examples']} examples from {meta['trajectories']} won trajectories -> {out}"
                   + (f" ({meta['trajectories_without_memory']} without memories)"
                      if 'trajectories_without_memory' in meta else ""))

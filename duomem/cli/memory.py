@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 
+from duomem.errors import ConfigError
 from duomem.memory.build import CopyPolicy
 from duomem.memory.entry import MemoryFormat
 
@@ -39,7 +41,6 @@ def build_command(
     """Write one memory per (selected) trajectory with an LLM or the plan writer; resumable; dedupes; embeds."""
     from rich.progress import Progress
 
-    from duomem.errors import ConfigError
     from duomem.llm import load_chat_model
     from duomem.memory.build import build_bank
     from duomem.memory.writer import PLAN_WRITER
@@ -61,6 +62,42 @@ def build_command(
                   f"{m['retrieval']} ({m['embedder'] or 'bm25'}), per type {m['per_type']}, "
                   f"{len(m['source_floor_plans'])} floor plans; {copies.get('memories', 0)} copied the writer "
                   f"prompt ({copies.get('rejected', 0)} rejected)")
+
+
+@app.command("add")
+def add_command(
+    bank: Annotated[Path, typer.Argument(help="Bank folder to add to (a shipped student's, e.g. "
+                                              "adapters/smollm2-135m-duomem/bank, or any other).")],
+    trajectories: Annotated[Path, typer.Option(help="demonstrations.jsonl (or trajectories.jsonl) from `duomem "
+                                                    "collect` with the new kind of task.")],
+    writer: Annotated[str | None, typer.Option(help="Writer model, or `plan` (the teacher's own plan, no model). "
+                                                    "Not needed for a bank of --format trajectory.")] = None,
+    task_types: Annotated[str | None, typer.Option(help="Comma-separated: only memories of these task types "
+                                                        "(default: every trajectory's).")] = None,
+    threads: Annotated[int | None, typer.Option(help="CPU threads for the writer.")] = None,
+    copy_policy: Annotated[CopyPolicy, typer.Option(help="As for `duomem memory build`.")] = "strip",
+) -> None:
+    """Add memories of new tasks to a bank, in its own format and retrieval; a shipped student's manifest gets the
+    bank's new hash (no retraining: the student reads the new memories at once)."""
+    from duomem.eval.students import MANIFEST, record_bank_change
+    from duomem.llm import load_chat_model
+    from duomem.memory.bank import MemoryBank
+    from duomem.memory.build import add_memories
+    from duomem.memory.writer import PLAN_WRITER
+
+    fmt = MemoryBank.load(bank).manifest.get("memory_format", "both")
+    if fmt != "trajectory" and not writer:
+        raise ConfigError(f"--writer is required: bank {bank} shows {fmt} memories (a model, or {PLAN_WRITER})")
+    model = PLAN_WRITER if writer == PLAN_WRITER else \
+        (load_chat_model(writer, threads=threads) if writer and fmt != "trajectory" else None)
+    types = [t.strip() for t in task_types.split(",") if t.strip()] if task_types else None
+    update = add_memories(bank, trajectories, model, task_types=types, copy_policy=copy_policy)
+    console.print(f"bank {bank}: {update['memories_added']} memories added ({update['per_type']}), "
+                  f"{update['bytes_added'] / 1e3:+.1f} kB")
+    student = Path(bank).resolve().parent
+    if (student / MANIFEST).is_file() and json.loads((student / MANIFEST).read_text()).get("bank") == Path(bank).name:
+        s = record_bank_change(student)
+        console.print(f"student {s.name}: manifest updated with the bank's new hash")
 
 
 @app.command("search")
@@ -90,8 +127,6 @@ def overlap_command(
     tasks: Annotated[Path | None, typer.Option(help="Task set folder (default: the prepared ALFWorld sets).")] = None,
 ) -> None:
     """Games, task folders and floor plans that the bank's memories share with a split (leakage check)."""
-    import json
-
     from duomem.envs.alfworld_data import load_tasks
     from duomem.memory.bank import bank_overlap
 
@@ -101,8 +136,6 @@ def overlap_command(
 @app.command("info")
 def info_command(bank: Annotated[Path, typer.Argument(help="Bank folder.")]) -> None:
     """Size, entries and provenance of a bank."""
-    import json
-
     from duomem.memory.bank import MemoryBank
 
     console.print_json(json.dumps(MemoryBank.load(bank).manifest))

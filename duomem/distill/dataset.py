@@ -18,11 +18,12 @@ import hashlib
 import json
 import random
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
 from duomem.agent.prompts import episode_conversation, fewshot_examples, fit_history, task_prompt
 from duomem.agent.trajectory import Trajectory
-from duomem.envs.base import TaskSpec
+from duomem.envs.base import TASK_TYPES, TaskSpec
 from duomem.errors import ConfigError, DataError
 from duomem.jsonl import atomic_write_json, atomic_write_text
 from duomem.memory.build import load_trajectories
@@ -72,26 +73,34 @@ def build_dataset(trajectories: Path, out: Path, shots: int = 2, memory: str | N
                   history_window: int | None = None, only_won: bool = True,
                   retrieval: str = "similarity", exclude: str = "floor_plan", memory_dropout: float = 0.0,
                   dropout_seed: int = 0, memory_format: str | None = None, fewshot: str = "train",
-                  note: bool = False) -> dict:
+                  note: bool = False, leave_out_types: Sequence[str] = ()) -> dict:
     """Write ``train.jsonl`` and ``dataset.json`` (counts, hash, provenance) into ``out``.
 
     ``exclude`` (``game``, ``task`` or ``floor_plan``, see :data:`duomem.memory.bank.EXCLUSIONS`) is what a
     training example may not retrieve; ``memory_dropout`` the share of trajectories whose examples have no memory
     block (drawn with ``dropout_seed``); ``memory_format`` how memories are shown (default: the bank's format);
-    ``note`` writes the episodic note under each game answer, as play with ``note`` does.
+    ``note`` writes the episodic note under each game answer, as play with ``note`` does. ``leave_out_types``: task
+    types the student must not learn (new kinds of task it meets only through memories): their trajectories are left
+    out, and so are their memories from every prompt (counted as ``left_out_type_trajectories``).
     Trajectories of the games the prompt shows as few-shot examples (set ``fewshot``, when ``shots`` > 0) are
     left out: their prompts would show their own solution (counted as ``left_out_fewshot``)."""
+    unknown = sorted(set(leave_out_types) - set(TASK_TYPES))
+    if unknown:
+        raise ConfigError(f"unknown task types {unknown} to leave out; choose from {', '.join(TASK_TYPES)}")
     trajs = load_trajectories(trajectories)
     shown = fewshot_game_ids(shots, fewshot)
     left_out = sorted({t.game_id for t in trajs if t.game_id in shown})
-    chosen = [t for t in trajs if (t.won or not only_won) and t.game_id not in shown]
+    held_out = [t for t in trajs if t.task_type in leave_out_types]
+    chosen = [t for t in trajs if (t.won or not only_won) and t.game_id not in shown
+              and t.task_type not in leave_out_types]
     if not chosen:
         raise DataError(f"{trajectories} holds no won trajectories to learn from")
     retriever = None
     if memory and top_k > 0:
         from duomem.memory.bank import MemoryBank
 
-        retriever = MemoryBank.load(memory).retriever(top_k, retrieval, memory_format, exclude)  # type: ignore[arg-type]
+        bank = MemoryBank.load(memory).without_types(leave_out_types)
+        retriever = bank.retriever(top_k, retrieval, memory_format, exclude)  # type: ignore[arg-type]
     dropped = dropped_trajectories([t.trajectory_id for t in chosen], memory_dropout, dropout_seed)
     if retriever is None:
         dropped = set()
@@ -123,6 +132,8 @@ def build_dataset(trajectories: Path, out: Path, shots: int = 2, memory: str | N
         "retrieval": retrieval if memory else None,
         "history_window": history_window,
         "note": note,
+        "left_out_types": sorted(leave_out_types),
+        "left_out_type_trajectories": len(held_out),
         "sha256": hashlib.sha256(text.encode()).hexdigest(),
     }
     if retriever:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, get_args, runtime_checkable
 
 from pydantic import BaseModel
 
-TASK_TYPES: tuple[str, ...] = ("pick", "clean", "heat", "cool", "examine", "pick_two")
+TaskType = Literal["pick", "clean", "heat", "cool", "examine", "pick_two"]
+TASK_TYPES: tuple[str, ...] = get_args(TaskType)
 MAX_STEPS = 50
 """The default turn limit of an episode (ALFWorld's usual 50)."""
 

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from duomem import settings
 from duomem.errors import ConfigError, ModelError
 from duomem.eval.spec import RolloutSpec
+from duomem.jsonl import atomic_write_json
 from duomem.llm.registry import file_sha256
 
 MANIFEST = "student.json"
@@ -132,6 +133,19 @@ def _students(root: Path) -> dict[str, Student]:
         return {}
     found = [read_student(p.parent) for p in sorted(root.glob(f"*/{MANIFEST}"))]
     return {s.name: s for s in found}
+
+
+def record_bank_change(folder: Path) -> Student:
+    """After a student's bank changed (``duomem memory add``), write the bank's new hash into its manifest, so the
+    student plays again (a bank that differs from its manifest is refused)."""
+    folder = Path(folder)
+    data = json.loads((folder / MANIFEST).read_text())
+    if not data.get("bank"):
+        raise ConfigError(f"student {data.get('name')} reads no memory bank")
+    data["bank_sha256"] = folder_sha256(folder / data["bank"])
+    atomic_write_json(folder / MANIFEST, data)
+    _students.cache_clear()
+    return read_student(folder)
 
 
 def shipped_students() -> dict[str, Student]:

@@ -165,6 +165,14 @@ class MemoryBank:
             self.found = {id(e): found_in(e.actions) for e in self.entries}
         return count_found(self.found[id(e)] for e in self.allowed(game_id, exclude))
 
+    def without_types(self, task_types: Iterable[str]) -> MemoryBank:
+        """This bank without the memories of ``task_types``, in memory only: what a student trained before those
+        kinds of task existed could have read."""
+        gone = set(task_types)
+        keep = [i for i, e in enumerate(self.entries) if e.task_type not in gone]
+        return MemoryBank(path=self.path, entries=[self.entries[i] for i in keep], manifest=self.manifest,
+                          embeddings=None if self.embeddings is None else self.embeddings[keep])
+
     def retriever(self, top_k: int, retrieval: Retrieval = "similarity", memory_format: MemoryFormat | None = None,
                   exclude: Exclusion = "game") -> BankRetriever:
         return BankRetriever(self, top_k, retrieval, memory_format, exclude)

@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import tempfile
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Literal, get_args
 
 from duomem.agent.trajectory import Trajectory
+from duomem.envs.base import TASK_TYPES
 from duomem.errors import ConfigError, DataError
-from duomem.jsonl import JsonlAppender, read_jsonl
+from duomem.jsonl import (
+    JsonlAppender,
+    atomic_write_json,
+    atomic_write_text,
+    pack_jsonl,
+    packed_path,
+    read_jsonl,
+)
 from duomem.llm.base import ChatModel
-from duomem.memory.bank import MemoryBank
+from duomem.memory.bank import MANIFEST, MEMORIES, MemoryBank, bank_size_bytes
 from duomem.memory.embed import DEFAULT_EMBEDDER, load_embedder, neural_retrieval_available
 from duomem.memory.entry import MEMORY_FORMATS, MemoryEntry, MemoryFormat
 from duomem.memory.writer import PLAN_WRITER, WRITER_PROMPT_VERSION, MemoryWriter, PlanWriter, memory_id
@@ -130,3 +140,47 @@ def build_bank(trajectories: Path, out: Path, writer: ChatModel | str | None, fm
         "writer_prompt": WRITER_PROMPT_VERSION if writer is not None and not isinstance(writer, str) else None,
         "writer_copies": {"memories": len(copies), "lines_removed": sum(e.copied_lines for e in copies),
                           "rejected": len(rejected)}})
+
+
+def add_memories(bank_path: Path, trajectories: Path, writer: ChatModel | str | None,
+                 task_types: list[str] | None = None, copy_policy: CopyPolicy = "strip") -> dict:
+    """Add memories written from ``trajectories`` (only those of ``task_types``, if given) to the bank at
+    ``bank_path``, in the bank's own format and with its own retrieval; every memory is embedded again and the
+    manifest records the update (``updates``: source, types, memories and bytes added). A packed bank stays packed.
+    Returns the update's record."""
+    bank_path = Path(bank_path)
+    bank = MemoryBank.load(bank_path)
+    unknown = sorted(set(task_types or ()) - set(TASK_TYPES))
+    if unknown:
+        raise ConfigError(f"unknown task types {unknown}; choose from {', '.join(TASK_TYPES)}")
+    trajs = [t for t in load_trajectories(trajectories) if not task_types or t.task_type in task_types]
+    if not trajs:
+        raise DataError(f"{trajectories} has no trajectories{' of ' + ', '.join(task_types) if task_types else ''}")
+    fmt = bank.manifest.get("memory_format", "both")
+    embedder = None
+    if bank.manifest.get("retrieval") == "embedding":
+        if not neural_retrieval_available():
+            raise ConfigError(f"bank {bank_path} retrieves with {bank.manifest.get('embedder')} embeddings, which "
+                              "need torch: pip install torch==2.13.0 'duomem[train]'")
+        embedder = load_embedder(bank.manifest["embedder"])
+    with tempfile.TemporaryDirectory() as tmp:
+        source = Path(tmp) / "input.jsonl"
+        atomic_write_text(source, "".join(t.model_dump_json() + "\n" for t in trajs))
+        new = build_bank(source, Path(tmp) / "new", writer, fmt=fmt, embedder="bm25", copy_policy=copy_policy)
+    known = {e.id for e in bank.entries}
+    merged = dedupe(bank.entries + [e for e in new.entries if e.id not in known])
+    packed = packed_path(bank_path / MEMORIES).is_file()
+    before = bank_size_bytes(bank_path)
+    result = MemoryBank.create(bank_path, merged, embedder, fmt)
+    if packed:
+        pack_jsonl(bank_path / MEMORIES)
+    added = [e for e in merged if e.id not in known]
+    update = {"source_file": str(trajectories), "task_types": sorted(task_types or {t.task_type for t in trajs}),
+              "memories_added": len(added), "per_type": dict(Counter(e.task_type for e in added))}
+    manifest = {**{k: v for k, v in bank.manifest.items() if k not in result.manifest}, **result.manifest}
+    manifest["updates"] = [*bank.manifest.get("updates", []), update]
+    atomic_write_json(bank_path / MANIFEST, manifest)
+    manifest["size_bytes"] = bank_size_bytes(bank_path)
+    update["bytes_added"] = manifest["size_bytes"] - before
+    atomic_write_json(bank_path / MANIFEST, manifest)
+    return update

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from duomem.distill.export import Quant
 from duomem.distill.train import LoraConfig
-from duomem.envs.base import MAX_STEPS
+from duomem.envs.base import MAX_STEPS, TaskType
 from duomem.errors import ConfigError
 from duomem.eval.spec import KEY_VERSION, ActionSelection, FewshotSet, Policy, RolloutSpec, ScoreNorm
 from duomem.memory.bank import Exclusion, Retrieval
@@ -130,6 +130,9 @@ class LoraSettings(LoraConfig):
     memory_dropout: float = Field(0.0, ge=0.0, le=1.0)
     """Share of teacher trajectories trained without the memory block (memory rows), so one adapter works with
     and without memories."""
+    leave_out_types: list[TaskType] = Field(default_factory=list)
+    """Task types the students never learn: their trajectories and their memories are left out of the SFT data
+    (new kinds of task, met at play only through the bank, which keeps every type)."""
     device: str = "auto"
     """``auto``: cuda when torch sees a GPU, else cpu (not part of the stage key)."""
     keep_checkpoints: bool = False
@@ -141,8 +144,8 @@ class LoraSettings(LoraConfig):
     def key_fields(self) -> dict:
         """The settings that change what is trained (the training stage's key; the seed enters it on its own, the
         memory dropout through the SFT data; checkpointing and gradient checkpointing change nothing trained)."""
-        data = self.model_dump(exclude={"device", "keep_checkpoints", "memory_dropout", "seed", "save_steps",
-                                        "gradient_checkpointing"})
+        data = self.model_dump(exclude={"device", "keep_checkpoints", "memory_dropout", "leave_out_types", "seed",
+                                        "save_steps", "gradient_checkpointing"})
         if self.method != "full":
             data.pop("quant")
         return {"key_version": KEY_VERSION, **data}

@@ -232,7 +232,8 @@ class Pipeline:
 
         cfg = self.cfg
         m = cfg.memory
-        settings = {"shots": cfg.student.shots, "top_k": k if bank else 0, "fewshot": cfg.student.fewshot}
+        settings = {"shots": cfg.student.shots, "top_k": k if bank else 0, "fewshot": cfg.student.fewshot,
+                    "leave_out_types": cfg.lora.leave_out_types}
         if bank:
             settings.update(retrieval=m.retrieval, exclude=m.train_exclude, memory_format=m.show_format,
                             memory_dropout=cfg.lora.memory_dropout, dropout_seed=cfg.seed)

@@ -1,0 +1,89 @@
+"""New kinds of task after a student shipped: SFT data that leaves task types out (their trajectories and their
+memories), and a bank (a shipped student's too) that learns a new type by `duomem memory add`, on real expert
+demonstrations."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from duomem.distill.dataset import build_dataset
+from duomem.errors import ConfigError
+from duomem.jsonl import jsonl_exists, pack_jsonl, packed_path, read_jsonl
+from duomem.memory.bank import MemoryBank
+from duomem.memory.build import add_memories, build_bank, load_trajectories
+
+
+@pytest.fixture(scope="module")
+def demos(expert_collection: Path) -> Path:
+    path = expert_collection / "demonstrations.jsonl"
+    assert "heat" in {t.task_type for t in load_trajectories(path)}
+    return path
+
+
+def test_sft_data_leaves_a_type_and_its_memories_out(demos: Path, tmp_path: Path):
+    bank = build_bank(demos, tmp_path / "bank", "plan", fmt="both", embedder="bm25")
+    assert "heat" in bank.manifest["per_type"]
+    heat_ids = {e.id for e in bank.entries if e.task_type == "heat"}
+    meta = build_dataset(demos, tmp_path / "sft", memory=str(tmp_path / "bank"), top_k=2, exclude="game",
+                         leave_out_types=["heat"])
+    rows = read_jsonl(tmp_path / "sft" / "train.jsonl")
+    assert rows and "heat" not in {r["task_type"] for r in rows} and "heat" not in meta["per_type"]
+    assert meta["left_out_types"] == ["heat"] and meta["left_out_type_trajectories"] >= 1
+    assert not heat_ids & {m for r in rows for m in r["memory_ids"]}  # never shown a memory of the new type
+    with pytest.raises(ConfigError, match="unknown task types"):
+        build_dataset(demos, tmp_path / "bad", leave_out_types=["bake"])
+
+
+def test_memory_add_teaches_a_bank_a_new_type(demos: Path, tmp_path: Path):
+    without = tmp_path / "without.jsonl"
+    without.write_text("".join(t.model_dump_json() + "\n" for t in load_trajectories(demos) if t.task_type != "heat"))
+    build_bank(without, tmp_path / "bank", "plan", fmt="abstract", embedder="bm25")
+    pack_jsonl(tmp_path / "bank" / "memories.jsonl")
+    before = MemoryBank.load(tmp_path / "bank")
+    assert "heat" not in before.manifest["per_type"]
+    update = add_memories(tmp_path / "bank", demos, "plan", task_types=["heat"])
+    after = MemoryBank.load(tmp_path / "bank")
+    assert update["memories_added"] == after.manifest["per_type"]["heat"] >= 1
+    assert len(after.entries) == len(before.entries) + update["memories_added"]
+    assert after.manifest["updates"] == [update] and update["bytes_added"] > 0
+    assert after.manifest["memory_format"] == "abstract" and after.manifest["retrieval"] == "bm25"
+    assert packed_path(tmp_path / "bank" / "memories.jsonl").is_file() and jsonl_exists(tmp_path / "bank" / "memories.jsonl")
+    heat = next(e for e in after.entries if e.task_type == "heat")
+    assert after.search(heat.goal, 1)[0][0].task_type == "heat"
+    again = add_memories(tmp_path / "bank", demos, "plan", task_types=["heat"])  # nothing new: nothing added
+    assert again["memories_added"] == 0 and len(MemoryBank.load(tmp_path / "bank").entries) == len(after.entries)
+
+
+def test_memory_add_updates_a_shipped_students_manifest(tmp_path: Path, needs_torch: None):
+    from duomem.cli.main import app
+    from duomem.envs.alfworld_data import load_tasks
+    from duomem.envs.generate import generate_tasks
+    from duomem.eval.collect import collect
+    from duomem.eval.spec import RolloutSpec
+    from duomem.eval.students import get_student, read_student
+
+    generate_tasks(tmp_path / "gen", n=2, seed=11, task_types=["heat"], show_progress=False)  # games no bank saw
+    collect(RolloutSpec(policy="expert"), load_tasks("train", tmp_path / "gen"), tmp_path / "teacher", samples=1,
+            show_progress=False)
+    demos = tmp_path / "teacher" / "demonstrations.jsonl"
+
+    shipped = get_student("smollm2-135m-duomem")
+    folder = tmp_path / shipped.name
+    shutil.copytree(shipped.folder, folder)
+    bank = folder / shipped.bank
+    n_before = MemoryBank.load(bank).manifest["n_entries"]
+    done = CliRunner().invoke(app, ["memory", "add", str(bank), "--trajectories", str(demos), "--writer", "plan",
+                                    "--task-types", "heat"])
+    assert done.exit_code == 0, done.output
+    assert "manifest updated" in done.output
+    student = read_student(folder)
+    student.verify()  # the new bank matches the manifest's new hash
+    assert student.bank_sha256 != shipped.bank_sha256
+    manifest = json.loads((bank / "manifest.json").read_text())
+    assert manifest["n_entries"] > n_before and manifest["retrieval"] == "embedding"
+    assert manifest["updates"][-1]["per_type"] == {"heat": manifest["n_entries"] - n_before}
