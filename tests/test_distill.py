@@ -145,6 +145,42 @@ def test_export_matches_transformers(tmp_path: Path, smollm2: str, bundle):
     assert corr > 0.99 and corr > corr_base + 0.02, (corr, corr_base)
 
 
+def test_a_gguf_lora_imports_back_to_peft(tmp_path: Path, smollm2: str, bundle):
+    """export_gguf_lora then import_gguf_lora gives the adapter back (up to f16): a LoRA shipped only as GGUF plays
+    on the transformers backend with the weights llama.cpp plays."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from safetensors.torch import load_file
+
+    from duomem.distill.export import export_gguf_lora
+    from duomem.llm.hf import attach_adapter, encode, load_hf
+    from duomem.llm.lora_gguf import import_gguf_lora
+
+    model = load_hf(smollm2, for_training=True).model
+    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj",
+                                                                                     "o_proj", "gate_proj", "up_proj",
+                                                                                     "down_proj"]))
+    g = torch.Generator().manual_seed(1)
+    for name, p in peft_model.named_parameters():
+        if "lora_" in name:
+            p.data = torch.randn(p.shape, generator=g) * 0.1
+    peft_model.save_pretrained(str(tmp_path / "rand"))
+    (tmp_path / "rand" / "training.json").write_text(json.dumps({"base_model": smollm2}))
+    export_gguf_lora(tmp_path / "rand", tmp_path / "rand.gguf")
+    info = import_gguf_lora(tmp_path / "rand.gguf", tmp_path / "back", smollm2)
+    assert info["rank"] == 4 and info["alpha"] == 8 and info["tensors"] == 30 * 7 * 2
+    want, got = load_file(str(tmp_path / "rand" / "adapter_model.safetensors")), \
+        load_file(str(tmp_path / "back" / "adapter_model.safetensors"))
+    assert set(got) == set(want)
+    for name, tensor in want.items():  # the q/k row order is undone exactly; values up to f16 rounding
+        assert torch.allclose(got[name], tensor.float(), atol=1e-3, rtol=1e-3), name
+    ids = torch.tensor([encode(bundle, "<|im_start|>user\nGo to the desk 1.<|im_end|>\n<|im_start|>assistant\n")])
+    with torch.no_grad():
+        a = attach_adapter(load_hf(smollm2).model, str(tmp_path / "rand"))(ids).logits[0, -1]
+        b = attach_adapter(load_hf(smollm2).model, str(tmp_path / "back"))(ids).logits[0, -1]
+    assert float(torch.corrcoef(torch.stack([a, b]))[0, 1]) > 0.9999
+
+
 @pytest.mark.slow
 def test_full_fine_tune_trains_and_exports_a_gguf_model_llamacpp_follows(small_sft: Path, tmp_path: Path,
                                                                          smollm2: str, bundle):

@@ -15,25 +15,10 @@ from typing import Literal
 import numpy as np
 
 from duomem.errors import ConfigError, DataError, ModelError
+from duomem.llm.lora_gguf import LORA_MODULES, permute_rows
 from duomem.llm.registry import gguf_metadata, resolve
 
-_MODULES = {
-    "self_attn.q_proj": "attn_q",
-    "self_attn.k_proj": "attn_k",
-    "self_attn.v_proj": "attn_v",
-    "self_attn.o_proj": "attn_output",
-    "mlp.gate_proj": "ffn_gate",
-    "mlp.up_proj": "ffn_up",
-    "mlp.down_proj": "ffn_down",
-}
 _NAME = re.compile(r"layers\.(\d+)\.(.+)\.lora_([AB])\.weight$")
-
-
-def _permute_rows(weight: np.ndarray, n_head: int) -> np.ndarray:
-    """llama.cpp's q/k row order: (n_head, 2, half, cols) -> (n_head, half, 2, cols)."""
-    rows = weight.shape[0]
-    return (weight.reshape(n_head, 2, rows // n_head // 2, *weight.shape[1:]).swapaxes(1, 2)
-            .reshape(weight.shape))
 
 
 LoraDtype = Literal["f16", "f32"]
@@ -71,12 +56,12 @@ def export_gguf_lora(adapter_dir: Path, out: Path, base_model: str | None = None
             raise DataError(f"unexpected tensor {name} in {weights_path}; only LoRA on attention/MLP projections "
                             "can be exported")
         layer, module, ab = match.groups()
-        if module not in _MODULES:
+        if module not in LORA_MODULES:
             raise DataError(f"LoRA on {module} cannot be exported to llama.cpp")
         array = tensors[name].astype(np.float32)
         if ab == "B" and arch == "llama" and module in ("self_attn.q_proj", "self_attn.k_proj"):
-            array = _permute_rows(array, n_head if module.endswith("q_proj") else n_head_kv)
-        writer.add_tensor(f"blk.{layer}.{_MODULES[module]}.weight.lora_{ab.lower()}", array.astype(np_dtype))
+            array = permute_rows(array, n_head if module.endswith("q_proj") else n_head_kv)
+        writer.add_tensor(f"blk.{layer}.{LORA_MODULES[module]}.weight.lora_{ab.lower()}", array.astype(np_dtype))
         written += 1
     out.parent.mkdir(parents=True, exist_ok=True)
     writer.write_header_to_file()
@@ -167,7 +152,7 @@ def export_gguf_model(model_dir: Path, out: Path, base_model: str | None = None,
             raise DataError(f"{weights} has no weight for the base model's tensor {info.name}")
         array = tuned[info.name]
         if arch == "llama" and info.name.endswith(("attn_q.weight", "attn_k.weight")):
-            array = _permute_rows(array, n_head if "attn_q" in info.name else n_head_kv)
+            array = permute_rows(array, n_head if "attn_q" in info.name else n_head_kv)
         if array.shape != tuple(int(d) for d in reversed(info.shape)):
             raise DataError(f"{weights}: {info.name} has shape {array.shape}, the base model's is "
                             f"{tuple(int(d) for d in reversed(info.shape))}")

@@ -144,6 +144,10 @@ class TransformersChatModel:
             torch.set_num_threads(threads)
         bundle = load_hf(ref, device=device)
         if adapter:
+            if adapter.endswith(".gguf"):  # a GGUF LoRA (a shipped student's): its peft copy, made once
+                from duomem.llm.lora_gguf import peft_folder_for
+
+                adapter = str(peft_folder_for(Path(adapter), ref.name))
             bundle.model = attach_adapter(bundle.model, adapter)
         return cls(bundle, n_ctx=n_ctx, seed=seed, batch_tokens=batch_tokens)
 
@@ -435,8 +439,8 @@ def attach_adapter(model: Any, adapter: str) -> Any:
     """Wrap ``model`` with a peft adapter folder (merged for speed at inference)."""
     path = Path(adapter)
     if not (path / "adapter_config.json").is_file():
-        raise ModelError(f"{adapter} is not a peft adapter folder (no adapter_config.json); the transformers backend "
-                         "needs the folder `duomem distill train` wrote")
+        raise ModelError(f"{adapter} is neither a peft adapter folder (no adapter_config.json) nor a GGUF LoRA; "
+                         "give the folder `duomem distill train` wrote or its adapter.gguf")
     from peft import PeftModel
 
     return PeftModel.from_pretrained(model, str(path)).merge_and_unload()
