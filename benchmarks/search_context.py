@@ -239,7 +239,9 @@ def report() -> Path:
         if ref is not None and ref is not r:
             r["against_lora"] = compare(r["summary"]["outcomes"], ref["summary"]["outcomes"])
     data = {"benchmark": "search context (issue 27)", "model": MODEL, "command": "python benchmarks/search_context.py "
-            "eval --split SPLIT --rows ROW [--actions score]; ... report", "rows": rows}
+            "eval --split SPLIT --rows ROW [--actions score]; ... report",
+            # per-game outcomes stay in each row's records (``records``): the tracked tree has a budget
+            "rows": [{**r, "summary": {k: v for k, v in r["summary"].items() if k != "outcomes"}} for r in rows]}
     atomic_write_json(RESULTS / "search-context.json", data)
     classes = ("never_saw_target", "closed_receptacle", "lamp_not_used", "pick_two_second", "wrong_object", "other")
     lines = ["# Search context (issue 27)", "",

@@ -1,0 +1,146 @@
+"""Training and batched play at hardware speed (issue 26): measured on whatever GPU (or CPU) this runs on.
+
+Each part fits one 10-minute call of a lent GPU machine and merges its figures into results/gpu-throughput.json
+(and .md); rerun a part to measure it again.
+
+  python benchmarks/gpu_throughput.py train --sft SFT_FOLDER [--model smollm2-135m] [--steps 60] [--batch-size 8]
+      LoRA training with the shipped students' recipe for --steps optimiser steps: train_tokens_per_s as
+      `duomem distill train` counts them, and the share of the card's bf16 peak (6 x parameters FLOPs a token).
+  python benchmarks/gpu_throughput.py play --student smollm2-135m-lora [--split valid_unseen] [--actions free]
+      [--batch 134] [--workers 15]
+      a shipped student's row played batched on the transformers backend (its GGUF LoRA imported to peft):
+      episodes per hour, and the row against the committed llama.cpp CPU row of the same student, paired.
+  python benchmarks/gpu_throughput.py tree      the tracked tree's size (what travels to the GPU machine)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from duomem.jsonl import atomic_write_json, atomic_write_text
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+RESULTS = HERE / "results" / "gpu-throughput.json"
+CPU_ROWS = {
+    ("smollm2-135m-lora", "valid_unseen", "free"): HERE / "runs" / "smollm2-135m-valid_unseen" / "eval_lora-1eb8f8a04d1f",
+    ("smollm2-135m-lora", "valid_unseen", "score"): HERE / "runs" / "action-selection" / "valid_unseen" / "lora-score-mean",
+}
+"""The committed llama.cpp rows each GPU row is paired with."""
+BF16_PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0}
+"""Dense bf16 tensor-core peaks from the vendors' data sheets, by a name the device reports."""
+
+
+def _device() -> dict:
+    import torch
+
+    if torch.cuda.is_available():
+        name = torch.cuda.get_device_name(0)
+        peak = next((v for k, v in BF16_PEAK_TFLOPS.items() if k in name), None)
+        return {"device": "cuda", "name": name, "bf16_peak_tflops": peak, "count": torch.cuda.device_count()}
+    return {"device": "cpu", "name": platform.processor() or platform.machine(), "bf16_peak_tflops": None, "count": 0}
+
+
+def _merge(part: str, data: dict) -> None:
+    results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"benchmark": "gpu throughput (issue 26)"}
+    results.setdefault(part, {})[data.pop("key")] = data
+    atomic_write_json(RESULTS, results)
+    lines = ["# GPU throughput", "", "Written by `python benchmarks/gpu_throughput.py PART ...`; each row names its "
+             "command, device and date.", ""]
+    for name, rows in results.items():
+        if not isinstance(rows, dict):
+            continue
+        lines += [f"## {name}", "", "| row | figures | device | date |", "|---|---|---|---|"]
+        for key, row in rows.items():
+            figures = ", ".join(f"{k} {v}" for k, v in row.get("figures", {}).items())
+            lines.append(f"| {key} | {figures} | {row.get('device', {}).get('name', '-')} | {row.get('date', '-')} |")
+        lines.append("")
+    atomic_write_text(RESULTS.with_suffix(".md"), "\n".join(lines))
+
+
+def train(sft: Path, model: str, steps: int, batch_size: int, grad_accum: int, out: Path) -> dict:
+    from duomem.distill.train import LoraConfig, train_lora
+
+    device = _device()
+    config = LoraConfig(rank=16, alpha=32, epochs=2, max_steps=steps, learning_rate=2e-4, batch_size=batch_size,
+                        grad_accum=grad_accum, max_length=8192, save_steps=10_000)
+    meta = train_lora(model, sft, out, config, device=device["device"], show_progress=False)
+    tps = meta["train_tokens_per_s"]
+    flops = 6 * meta["total_params"] * tps if tps else None
+    peak = device["bf16_peak_tflops"]
+    return {"key": f"train {model} batch {batch_size}x{grad_accum}", "device": device, "date": time.strftime("%Y-%m-%d"),
+            "command": " ".join(sys.argv),
+            "figures": {"train_tokens_per_s": round(tps) if tps else None, "steps": meta["steps"],
+                        "wall_s": round(meta["wall_s"], 1),
+                        "share_of_bf16_peak": round(flops / (peak * 1e12), 4) if flops and peak else None}}
+
+
+def play(student: str, split: str, actions: str, batch: int, workers: int, out: Path) -> dict:
+    from duomem.eval.runner import load_records
+    from duomem.eval.stats import compare
+
+    device = _device()
+    cmd = ["duomem", "eval", "--student", student, "--split", split, "--backend", "transformers", "--device",
+           device["device"], "--batch", str(batch), "--actions", actions, "--out", str(out), "--no-progress"]
+    if workers > 1:
+        cmd += ["--workers", str(workers)]
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True, cwd=ROOT)
+    wall = time.perf_counter() - start
+    records = load_records(out)
+    figures: dict = {"episodes": len(records), "won": sum(r.won for r in records),
+                     "episodes_per_h": round(3600 * len(records) / wall), "wall_s": round(wall, 1)}
+    cpu = CPU_ROWS.get((student, split, actions))
+    if cpu is not None:
+        c = compare({r.game_id: r.won for r in records}, {r.game_id: r.won for r in load_records(cpu)})
+        figures.update(vs_cpu_gpu_only=c["a_only"], vs_cpu_cpu_only=c["b_only"], vs_cpu_p=round(c["p_value"], 4))
+    return {"key": f"play {student} {split} {actions}", "device": device, "date": time.strftime("%Y-%m-%d"),
+            "command": " ".join(cmd), "records": str(out), "figures": figures}
+
+
+def tree() -> dict:
+    names = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+    total = sum((ROOT / n).stat().st_size for n in names.decode().split("\0") if n and (ROOT / n).is_file())
+    return {"key": "tracked tree", "date": time.strftime("%Y-%m-%d"), "device": {"name": "-"},
+            "figures": {"MiB": round(total / 2**20, 2)}}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="part", required=True)
+    p = sub.add_parser("train")
+    p.add_argument("--sft", type=Path, required=True)
+    p.add_argument("--model", default="smollm2-135m")
+    p.add_argument("--steps", type=int, default=60)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--grad-accum", type=int, default=2)
+    p.add_argument("--out", type=Path, default=ROOT / "runs" / "gpu-throughput" / "train")
+    p = sub.add_parser("play")
+    p.add_argument("--student", default="smollm2-135m-lora")
+    p.add_argument("--split", default="valid_unseen")
+    p.add_argument("--actions", default="free", choices=("free", "score"))
+    p.add_argument("--batch", type=int, default=134)
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--out", type=Path, default=None)
+    sub.add_parser("tree")
+    args = ap.parse_args()
+    if args.part == "train":
+        data = train(args.sft, args.model, args.steps, args.batch_size, args.grad_accum, args.out)
+    elif args.part == "play":
+        out = args.out or ROOT / "runs" / "gpu-throughput" / f"{args.student}-{args.split}-{args.actions}"
+        data = play(args.student, args.split, args.actions, args.batch, args.workers, out)
+    else:
+        data = tree()
+    key = data["key"]
+    _merge(args.part, data)
+    print(f"{key}: {json.loads(RESULTS.read_text())[args.part][key]['figures']}")
+
+
+if __name__ == "__main__":
+    main()
