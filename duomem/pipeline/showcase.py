@@ -14,6 +14,11 @@ from duomem.eval.students import Student
 from duomem.jsonl import atomic_write_json, atomic_write_text
 from duomem.pipeline.stages import StageRunner
 
+DEMO_TURN_TOKENS = 48
+"""What one turn may generate in the demo, for both rows: above the longest turn the shipped students write (at
+most 45 tokens and the end of turn in the 9,935 turns of their committed valid_seen and valid_unseen rows), below
+the 64 of evaluations, so the base model's rambling turns cost less and the students play as in those rows."""
+
 
 def unseen_floor_plans(student: Student) -> list[int]:
     """Floor plans with a layout that none of the student's training games used."""
@@ -52,7 +57,9 @@ def run_showcase(student: Student, out: Path, games: int, workers: int = 2, seed
     generated = stages.run("generate", inputs, lambda d: generate_tasks(
         d, n=1, test_n=games, seed=seed, test_scenes=scenes, workers=workers, show_progress=show_progress))
     tasks = load_tasks("test", generated.path)
-    rows = {"base": base_spec(student, seed), "student": RolloutSpec(**student.spec_fields(), seed=seed)}
+    cap = {"max_new_tokens": DEMO_TURN_TOKENS}
+    rows = {"base": base_spec(student, seed).model_copy(update=cap),
+            "student": RolloutSpec(**student.spec_fields(), seed=seed, **cap)}
     summaries, results = {}, {}
     for row, spec in rows.items():
         console.print(f"- {row}: {spec.model}" + (" + LoRA" if spec.adapter else "")
