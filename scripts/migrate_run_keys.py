@@ -28,16 +28,9 @@ LATER_V1 = {"retrieval": "similarity", "fewshot": "train", "memory_format": None
 
 
 def v1_key(spec: RolloutSpec) -> dict:
-    data = spec.model_dump(exclude={"threads", "step_timeout", "device"})
-    if spec.action_selection != "score":
-        data.pop("score_norm")
-    if not spec.uses_transformers:
-        data.pop("batch_tokens")
-        data.pop("batch")
-    if not spec.uses_openai:
-        for name in ("request_timeout", "request_retries", "request_concurrency"):
-            data.pop(name)
-    return {k: v for k, v in data.items() if not (k in LATER_V1 and v == LATER_V1[k])}
+    """Version 1's key: version 2's without its version, less the later fields at their ``LATER_V1`` values."""
+    return {k: v for k, v in spec.key_fields().items()
+            if k != "key_version" and not (k in LATER_V1 and v == LATER_V1[k])}
 
 
 def migrate(path: Path) -> str:

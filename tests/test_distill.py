@@ -105,27 +105,36 @@ def test_tiny_training_lowers_the_loss_and_exports(small_sft: Path, tmp_path: Pa
     assert info["tensors"] == 30 * 7 * 2 and 1_000_000 < info["bytes"] < 20_000_000
 
 
+def _random_adapter(smollm2: str, out: Path, seed: int) -> None:
+    """A strong random rank-4 LoRA on every projection of the 135M, saved as a peft folder."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from duomem.llm.hf import load_hf
+
+    model = load_hf(smollm2, for_training=True).model
+    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj",
+                                                                                     "o_proj", "gate_proj", "up_proj",
+                                                                                     "down_proj"]))
+    g = torch.Generator().manual_seed(seed)
+    for name, p in peft_model.named_parameters():
+        if "lora_" in name:
+            p.data = torch.randn(p.shape, generator=g) * 0.1
+    peft_model.save_pretrained(str(out))
+    (out / "training.json").write_text(json.dumps({"base_model": smollm2}))
+
+
 def test_export_matches_transformers(tmp_path: Path, smollm2: str, bundle):
     """A strong random adapter: llama.cpp with the exported GGUF LoRA must follow transformers + peft."""
     import torch
     from llama_cpp import Llama
-    from peft import LoraConfig, get_peft_model
 
     from duomem.distill.export import export_gguf_lora
     from duomem.llm.hf import attach_adapter, encode, load_hf
     from duomem.llm.llamacpp import load_defaults, plain_weights_needed
     from duomem.llm.registry import resolve
 
-    model = load_hf(smollm2, for_training=True).model
-    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj",
-                                                                                     "o_proj", "gate_proj", "up_proj",
-                                                                                     "down_proj"]))
-    g = torch.Generator().manual_seed(0)
-    for name, p in peft_model.named_parameters():
-        if "lora_" in name:
-            p.data = torch.randn(p.shape, generator=g) * 0.1
-    peft_model.save_pretrained(str(tmp_path / "rand"))
-    (tmp_path / "rand" / "training.json").write_text(json.dumps({"base_model": smollm2}))
+    _random_adapter(smollm2, tmp_path / "rand", seed=0)
     export_gguf_lora(tmp_path / "rand", tmp_path / "rand.gguf")
     text = "<|im_start|>user\nGo to the desk 1 and take the mug 1.<|im_end|>\n<|im_start|>assistant\n"
     ids = encode(bundle, text)
@@ -149,23 +158,13 @@ def test_a_gguf_lora_imports_back_to_peft(tmp_path: Path, smollm2: str, bundle):
     """export_gguf_lora then import_gguf_lora gives the adapter back (up to f16): a LoRA shipped only as GGUF plays
     on the transformers backend with the weights llama.cpp plays."""
     import torch
-    from peft import LoraConfig, get_peft_model
     from safetensors.torch import load_file
 
     from duomem.distill.export import export_gguf_lora
     from duomem.llm.hf import attach_adapter, encode, load_hf
     from duomem.llm.lora_gguf import import_gguf_lora
 
-    model = load_hf(smollm2, for_training=True).model
-    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj",
-                                                                                     "o_proj", "gate_proj", "up_proj",
-                                                                                     "down_proj"]))
-    g = torch.Generator().manual_seed(1)
-    for name, p in peft_model.named_parameters():
-        if "lora_" in name:
-            p.data = torch.randn(p.shape, generator=g) * 0.1
-    peft_model.save_pretrained(str(tmp_path / "rand"))
-    (tmp_path / "rand" / "training.json").write_text(json.dumps({"base_model": smollm2}))
+    _random_adapter(smollm2, tmp_path / "rand", seed=1)
     export_gguf_lora(tmp_path / "rand", tmp_path / "rand.gguf")
     info = import_gguf_lora(tmp_path / "rand.gguf", tmp_path / "back", smollm2)
     assert info["rank"] == 4 and info["alpha"] == 8 and info["tensors"] == 30 * 7 * 2
