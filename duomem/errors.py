@@ -19,3 +19,7 @@ class ConfigError(DuomemError):
 
 class EnvTimeout(DuomemError):
     """A game step that did not return within its time limit."""
+
+
+class TrainingError(DuomemError):
+    """Training that cannot go on as set (a loss or gradient that is no longer finite)."""

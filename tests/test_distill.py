@@ -225,6 +225,23 @@ def test_full_fine_tune_trains_and_exports_a_gguf_model_llamacpp_follows(small_s
     assert 100e6 < exported["bytes"] < 200e6  # q8_0 of 135M parameters
 
 
+@pytest.mark.slow
+def test_training_that_diverges_stops_with_one_line_and_saves_nothing_after(small_sft: Path, tmp_path: Path,
+                                                                            smollm2: str):
+    """A learning rate no weight survives: the first gradient norm that is not finite ends training with one line
+    (exit 2), and no checkpoint or adapter holds the NaN weights (the last checkpoint is from the step before)."""
+    out = tmp_path / "adapter"
+    done = subprocess.run([sys.executable, "-m", "duomem.cli", "distill", "train", "--model", smollm2, "--data",
+                           str(small_sft), "--out", str(out), "--max-steps", "3", "--batch-size", "1",
+                           "--save-steps", "1", "--rank", "4", "--lr", "1e30", "--threads", "2"],
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 2, done.stderr[-2000:]
+    line = done.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: training diverged (grad_norm nan at step 3)") and "--lr" in line
+    assert not (out / "adapter_model.safetensors").exists() and not (out / "training.json").exists()
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["checkpoint-1", "checkpoint-2"]
+
+
 def test_training_resumes_after_kill(small_sft: Path, tmp_path: Path, smollm2: str):
     out = tmp_path / "adapter"
     cmd = [sys.executable, "-m", "duomem.cli", "distill", "train", "--model", smollm2, "--data", str(small_sft),

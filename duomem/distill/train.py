@@ -26,7 +26,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from duomem import settings
-from duomem.errors import ConfigError, DataError
+from duomem.errors import ConfigError, DataError, TrainingError
 from duomem.jsonl import atomic_write_json
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -182,6 +182,28 @@ def _stopper(seconds: float | None):
     return StopAfter()
 
 
+def _finite_guard():
+    """A callback that ends training, saving nothing more, at the first logged loss or gradient norm that is not
+    finite (the step's update has already made the weights NaN; the last checkpoint is from before it)."""
+    from transformers import TrainerCallback
+
+    class FiniteGuard(TrainerCallback):
+        def __init__(self) -> None:
+            self.bad: str | None = None
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            for key in ("loss", "grad_norm"):
+                value = (logs or {}).get(key)
+                if self.bad is None and value is not None and not math.isfinite(float(value)):
+                    self.bad = f"{key} {value} at step {state.global_step}"
+            if self.bad:
+                control.should_save = False
+                control.should_training_stop = True
+            return control
+
+    return FiniteGuard()
+
+
 def train_lora(model_name: str, data: Path, out: Path, config: LoraConfig, device: str = "cpu",
                threads: int | None = None, show_progress: bool = True, stop_after_s: float | None = None) -> dict:
     """Train (or resume training) a LoRA adapter, or with ``config.method`` ``full`` the whole model; returns the
@@ -244,6 +266,11 @@ def train_lora(model_name: str, data: Path, out: Path, config: LoraConfig, devic
     cuda = device.startswith("cuda")
     if cuda:
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        # cuDNN's attention backward (SDPA's default on H100/H200 from torch 2.11) returns NaN query gradients
+        # when an attention mask is passed, the padded batch is 64 past a multiple of 128 wide and a row's
+        # logsumexp is very negative, as Qwen2.5's massive-activation heads make it (pytorch/pytorch#196678):
+        # the 0.5B student's LoRA went NaN at step 67 of its first training. The other kernels are exact.
+        torch.backends.cuda.enable_cudnn_sdp(False)
     # transformers 5 renamed gradient_checkpointing (the old name warns); older versions know only the old one
     known = {f.name for f in dataclasses.fields(TrainingArguments)}
     checkpointing = "activation_checkpointing" if "activation_checkpointing" in known else "gradient_checkpointing"
@@ -264,14 +291,17 @@ def train_lora(model_name: str, data: Path, out: Path, config: LoraConfig, devic
         disable_tqdm=not show_progress, ddp_find_unused_parameters=False, **sampling,
         **{checkpointing: config.gradient_checkpointing},
     )
-    stopper = _stopper(stop_after_s)
+    stopper, guard = _stopper(stop_after_s), _finite_guard()
     trainer = _trainer_class(world)(model=model, args=args, train_dataset=_ExamplesDataset(rows),
-                                    data_collator=_collate(bundle.tokenizer.pad_token_id), callbacks=[stopper])
+                                    data_collator=_collate(bundle.tokenizer.pad_token_id), callbacks=[stopper, guard])
     last = get_last_checkpoint(str(out / "checkpoints")) if (out / "checkpoints").is_dir() else None
     start = time.perf_counter()
     with _quiet_libraries():
         result = trainer.train(resume_from_checkpoint=last)
         wall = time.perf_counter() - start
+        if guard.bad:
+            raise TrainingError(f"training diverged ({guard.bad}); nothing was saved from that step on. Lower "
+                                f"--lr, or delete {out / 'checkpoints'} to start again")
         if stopper.stopped:
             return {"finished": False, "steps": trainer.state.global_step, "max_steps": trainer.state.max_steps, "wall_s": wall,
                     "train_tokens_per_s": None}
