@@ -2,7 +2,8 @@
 
 Usage:
   python benchmarks/students.py sft --student qwen2.5-coder-0.5b                 # here: one SFT set per trained row
-  python benchmarks/students.py train --student qwen2.5-coder-0.5b --device cuda  # on the GPU machine
+  python benchmarks/students.py stage --student qwen2.5-coder-0.5b --wheels W    # here: .carry/s0..sN for the GPU
+  bash benchmarks/gpu_students.sh qwen2.5-coder-0.5b lora duomem                 # there, after the parts: train
   python benchmarks/students.py eval --student qwen2.5-coder-0.5b --rows nomem,teacher_memory [--workers 2]
   python benchmarks/students.py report                                            # results/students.{json,md}
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import subprocess
+import sys
 from pathlib import Path
 
 from search_context import BANK, demonstrations
@@ -36,13 +38,19 @@ ROWS: dict[str, dict[str, bool]] = {
     "duomem": {"memory": True, "lora": True},
 }
 STUDENTS: dict[str, dict] = {
-    "qwen2.5-coder-0.5b": {"lora_shots": 0, "epochs": 1},
+    "qwen2.5-coder-0.5b": {"lora_shots": 0, "epochs": 2},
     "qwen2.5-coder-1.5b": {"lora_shots": 0, "epochs": 1},
 }
 """Per student: few-shot examples in the trained rows' prompts (SFT and play alike) and training epochs. Not tuned:
 set by the lent GPU's time (30 minutes a session, the model's transfer included); the report says so."""
 TRAIN = ["--rank", "16", "--alpha", "32", "--lr", "2e-4", "--max-length", "8192", "--batch-size", "8",
          "--grad-accum", "2", "--save-steps", "50"]
+DEVICE_WHEELS = ["accelerate==1.16.0", "annotated_doc==0.0.7", "annotated_types==0.8.0", "click==8.5.1",
+                 "gguf==0.19.0", "jinja2==3.1.6", "markdown_it_py==4.3.0", "markupsafe==3.0.4", "mdurl==0.1.2",
+                 "psutil==7.2.2", "pydantic==2.14.4", "pydantic_core==2.50.5", "pygments==2.21.0", "pyyaml==6.0.4",
+                 "rank_bm25==0.2.2", "rich==15.0.0", "shellingham==1.5.4", "typer==0.29.2",
+                 "typing_inspection==0.4.5"]
+"""What duomem needs beside the lent H200's torch, transformers and peft (Python 3.12): fetched by ``stage``."""
 N_PLANNED = {"valid_seen": 140, "valid_unseen": 134}
 
 
@@ -87,6 +95,66 @@ def train(student: str, rows: list[str], device: str, stop_after: float | None, 
             subprocess.run(["duomem", "distill", "export", "--adapter", str(out)], check=True)
 
 
+def device_wheels(out: Path) -> Path:
+    """:data:`DEVICE_WHEELS` for CPython 3.12 on x86-64 Linux, downloaded once into ``out``."""
+    if not out.is_dir() or len(list(out.glob("*.whl"))) < len(DEVICE_WHEELS):
+        platforms = [f"--platform={p}" for p in ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64",
+                                                 "manylinux2014_x86_64", "manylinux_2_12_x86_64",
+                                                 "manylinux2010_x86_64")]
+        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
+                        "--python-version", "3.12", "--implementation", "cp", *platforms, "-d", str(out),
+                        *DEVICE_WHEELS], check=True)
+    return out
+
+
+def stage(student: str, wheels: Path | None, rows: list[str]) -> list[Path]:
+    """Folders ``.carry/s0`` ... for the GPU machine, one per call (each carried with the working tree within the
+    64 MiB a call takes): the student's GGUF in checked parts (scripts/parts.py), then the wheels the machine lacks
+    and the rows' SFT sets (gzipped) with the last part."""
+    import gzip
+    import shutil
+
+    wheels = wheels or device_wheels(ROOT / ".carry" / "wheels")
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from parts import split
+
+    from duomem.llm.registry import resolve
+
+    tree = sum(int(line.split()[0]) for line in subprocess.run(
+        "git ls-files -z --cached --others --exclude-standard | xargs -0 du -b", shell=True, cwd=ROOT,
+        capture_output=True, text=True, check=True).stdout.splitlines())
+    room = 64 * 2**20 - tree - 3 * 2**20
+    extra = sum(f.stat().st_size for f in wheels.glob("*.whl")) + 3 * 2**20
+    carry = ROOT / ".carry"
+    for old in carry.glob("s[0-9]*"):  # an earlier staging
+        shutil.rmtree(old)
+    tmp = carry / "parts"
+    shutil.rmtree(tmp, ignore_errors=True)
+    manifest = split(resolve(student).path, tmp, room)
+    parts = sorted(tmp.glob("*.part[0-9]*"))
+    if parts[-1].stat().st_size + extra > room:
+        last = carry / f"s{len(parts)}"
+        last.mkdir(parents=True)
+    folders = []
+    for i, part in enumerate(parts):
+        folder = carry / f"s{i}"
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.move(part, folder / part.name)
+        folders.append(folder)
+    if (carry / f"s{len(parts)}").is_dir():
+        folders.append(carry / f"s{len(parts)}")
+    shutil.move(manifest, folders[-1] / manifest.name)
+    shutil.copytree(wheels, folders[-1] / "wheels")
+    for row in rows:
+        if ROWS[row]["lora"]:
+            with (sft_dir(student, row) / "train.jsonl").open("rb") as src, \
+                    gzip.open(folders[-1] / f"{row}.jsonl.gz", "wb") as dst:
+                shutil.copyfileobj(src, dst)
+            shutil.copy(sft_dir(student, row) / "dataset.json", folders[-1] / f"{row}.dataset.json")
+    tmp.rmdir()
+    return folders
+
+
 def records(student: str, split: str, row: str, actions: str) -> Path:
     return HERE / "runs" / f"{student}-{split}" / f"{row}-{actions}"
 
@@ -122,6 +190,11 @@ def main() -> None:
     sub.choices["eval"].add_argument("--actions", default="free", choices=("free", "score"))
     sub.choices["eval"].add_argument("--workers", type=int, default=2)
     sub.choices["eval"].add_argument("--games", type=int, default=None)
+    p = sub.add_parser("stage")
+    p.add_argument("--student", required=True, choices=STUDENTS)
+    p.add_argument("--rows", default="lora,duomem")
+    p.add_argument("--wheels", type=Path, default=None, help="folder of the wheels the GPU machine lacks (default: "
+                   "download DEVICE_WHEELS into .carry/wheels)")
     sub.add_parser("report")
     args = parser.parse_args()
     if args.command == "report":
@@ -130,6 +203,10 @@ def main() -> None:
     rows = args.rows.split(",")
     if unknown := sorted(set(rows) - set(ROWS)):
         parser.error(f"unknown rows {unknown}; choose from {', '.join(ROWS)}")
+    if args.command == "stage":
+        for folder in stage(args.student, args.wheels, rows):
+            print(f"{folder.relative_to(ROOT)}: {sum(f.stat().st_size for f in folder.rglob('*') if f.is_file()) / 2**20:.1f} MiB")
+        return
     if args.command == "sft":
         sft(args.student, rows)
     elif args.command == "train":
@@ -138,8 +215,64 @@ def main() -> None:
         evaluate(args.student, args.split, rows, args.actions, args.workers, args.games)
 
 
-def report() -> Path:
-    raise NotImplementedError
+REFERENCE = {
+    ("smollm2-135m", "nomem", "free"): HERE / "runs" / "smollm2-135m-nomem-valid_unseen",
+    ("smollm2-135m", "teacher_memory", "free"): HERE / "runs" / "smollm2-135m-valid_unseen"
+    / "eval_teacher_memory-d8e7dff95957",
+    ("smollm2-135m", "lora", "free"): HERE / "runs" / "smollm2-135m-valid_unseen" / "eval_lora-1eb8f8a04d1f",
+    ("smollm2-135m", "duomem", "free"): HERE / "runs" / "smollm2-135m-valid_unseen" / "eval_duomem-df6778a503fa",
+    ("smollm2-135m", "lora", "score"): HERE / "runs" / "action-selection" / "valid_unseen" / "lora-score-mean",
+}
+"""The 135M's committed valid_unseen rows with the same settings (its LoRAs: the shipped students, two few-shot
+examples), read from their own benchmarks."""
+PAPER = "Qwen3-4B (DuoMem abstract): no memory 4.3, own memory 55.0, + teacher memory 56.4, + LoRA 72.1, DuoMem 77.9"
+
+
+def report(split: str = "valid_unseen") -> Path:
+    """results/students.{json,md}: every row played so far per student (partial rows marked), with the paired
+    tests teacher memory against no memory and DuoMem against LoRA only (same student, same action selection)."""
+    from duomem.eval.runner import load_records
+    from duomem.eval.stats import compare
+    from duomem.eval.summary import pct_ci, summarize
+    from duomem.jsonl import atomic_write_json, atomic_write_text
+
+    rows = []
+    for student in ("smollm2-135m", *STUDENTS):
+        for actions in ("free", "score"):
+            for row in ROWS:
+                path = REFERENCE.get((student, row, actions), records(student, split, row, actions))
+                found = load_records(path) if path.is_dir() else []
+                if found:
+                    summary = summarize(found, f"{row}-{actions}", "llm", student, split)
+                    rows.append({"student": student, "row": row, "actions": actions, "records": _rel(path),
+                                 "complete": len(found) >= N_PLANNED[split], "summary": summary})
+    pairs = {"teacher_memory": "nomem", "duomem": "lora"}
+    for r in rows:
+        ref = next((x for x in rows if (x["student"], x["actions"]) == (r["student"], r["actions"])
+                    and x["row"] == pairs.get(r["row"])), None)
+        if ref is not None:
+            r["paired"] = {"against": ref["row"], **compare(r["summary"]["outcomes"], ref["summary"]["outcomes"])}
+    atomic_write_json(RESULTS / "students.json", {
+        "benchmark": "student sizes (issue 29)", "split": split, "paper": PAPER,
+        "command": "python benchmarks/students.py eval --student STUDENT --rows ROWS [--actions score]; ... report",
+        "students": STUDENTS, "hardware": "llama.cpp, 2 CPU cores, one thread per worker process",
+        "rows": [{**r, "summary": {k: v for k, v in r["summary"].items() if k != "outcomes"}} for r in rows]})
+    lines = ["# Student sizes (issue 29)", "",
+             f"{split}, llama.cpp on 2 CPU cores, greedy, 50 steps. Rows without LoRA: the packaged model with two "
+             "few-shot examples; teacher memory: the shipped bank, top-2. Paired: games won by this row only / by "
+             "the row it is set against (teacher memory against no memory, DuoMem against LoRA only), exact McNemar "
+             f"p, on the games both played. Paper: {PAPER}.", "",
+             "| student | row | actions | games | success % [95% CI] | paired | p | s/episode | peak RSS MB |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        s, c = r["summary"], r.get("paired")
+        n = f"{s['n_episodes']}" + ("" if r["complete"] else f" of {N_PLANNED[split]} (partial)")
+        vs = f"{c['a_only']} / {c['b_only']} vs {c['against']} ({c['n_games']} games)" if c else "-"
+        p = f"{c['p_value']:.3f}" if c else "-"
+        lines.append(f"| {r['student']} | {r['row']} | {r['actions']} | {n} | {pct_ci(s)} | {vs} | {p} | "
+                     f"{s['wall_s_per_episode']:.0f} | {round(s['peak_rss_mb']) if s['peak_rss_mb'] else '-'} |")
+    atomic_write_text(RESULTS / "students.md", "\n".join(lines) + "\n")
+    return RESULTS / "students.md"
 
 
 if __name__ == "__main__":
