@@ -180,6 +180,40 @@ def test_a_gguf_lora_imports_back_to_peft(tmp_path: Path, smollm2: str, bundle):
     assert float(torch.corrcoef(torch.stack([a, b]))[0, 1]) > 0.9999
 
 
+def test_shipped_lora_at_q8_0_is_smaller_and_llamacpp_follows_the_f16_one(tmp_path: Path, smollm2: str):
+    """A shipped GGUF LoRA read back to peft and written at f16 is the same file, byte for byte; written at q8_0
+    (lora_a quantised, lora_b kept f16: its rows are the rank) it is a quarter smaller and llama.cpp gives the
+    logits it gives with the f16 file."""
+    import gguf
+    from llama_cpp import Llama
+
+    from duomem.distill.export import export_gguf_lora
+    from duomem.eval.students import get_student
+    from duomem.llm.llamacpp import load_defaults, plain_weights_needed
+    from duomem.llm.lora_gguf import peft_folder_for
+    from duomem.llm.registry import resolve
+
+    shipped = get_student("smollm2-135m-lora")
+    peft = peft_folder_for(shipped.adapter_path, smollm2)
+    f16 = export_gguf_lora(peft, tmp_path / "f16.gguf", base_model=smollm2)
+    q8 = export_gguf_lora(peft, tmp_path / "q8.gguf", base_model=smollm2, dtype="q8_0")
+    assert (tmp_path / "f16.gguf").read_bytes() == shipped.adapter_path.read_bytes()
+    kinds = {t.name.rsplit(".", 1)[1]: t.tensor_type.name for t in gguf.GGUFReader(q8["path"]).tensors}
+    assert kinds == {"lora_a": "Q8_0", "lora_b": "F16"} and q8["bytes"] < 0.8 * f16["bytes"]
+    text = "<|im_start|>user\nYou are in the middle of a room. Your task is to: put a mug in desk.<|im_end|>\n" \
+           "<|im_start|>assistant\n"
+    logits = []
+    for path in (f16["path"], q8["path"]):
+        with load_defaults(None, plain_weights=plain_weights_needed(True)):
+            llm = Llama(model_path=str(resolve(smollm2).path), lora_path=path, n_ctx=256, logits_all=True,
+                        verbose=False, n_threads=2)
+        ids = llm.tokenize(text.encode(), add_bos=False, special=True)
+        llm.eval(ids)
+        logits.append(np.array(llm.scores[len(ids) - 1]))
+    assert float(np.corrcoef(*logits)[0, 1]) > 0.995  # 0.9989 measured
+    assert int(np.argmax(logits[0])) == int(np.argmax(logits[1]))
+
+
 @pytest.mark.slow
 def test_full_fine_tune_trains_and_exports_a_gguf_model_llamacpp_follows(small_sft: Path, tmp_path: Path,
                                                                          smollm2: str, bundle):

@@ -121,7 +121,7 @@ def export_command(
     out: Annotated[Path | None, typer.Option(help="GGUF file (default <adapter>/adapter.gguf, or model.gguf for "
                                                   "a full fine-tune).")] = None,
     base_model: Annotated[str | None, typer.Option(help="Base model (default: from training.json).")] = None,
-    dtype: Annotated[LoraDtype, typer.Option(help="LoRA tensors: f16 or f32.")] = "f16",
+    dtype: Annotated[LoraDtype, typer.Option(help="LoRA tensors: f16, f32 or q8_0 (lora_a at q8_0, lora_b f16).")] = "f16",
     quant: Annotated[Quant, typer.Option(help="Full fine-tune: f16, q8_0, q4_1 or q4_k_m.")] = "q8_0",
 ) -> None:
     """Write a LoRA in llama.cpp's GGUF LoRA format (Llama(model_path=base, lora_path=...)), or a fully
