@@ -204,3 +204,34 @@ def test_pipeline_with_a_full_fine_tune(duomem_home: Path, smollm2: str, needs_t
     spec = json.loads(next((tmp_path / "full" / "stages").glob("eval_duomem-*/run.json")).read_text())["spec"]
     assert spec["model"] == str(model) and spec["adapter"] is None
     assert pipe.summaries["duomem"]["n_episodes"] == 2
+
+
+def test_bank_and_collection_keys_come_from_the_settings(tmp_path: Path):
+    """The memory stage's key is the memory config's dump less how banks are used (a new memory setting enters it by
+    itself), and a collection's key is the full key of the spec that plays it: a changed play setting collects
+    again (no hand-picked fields to forget)."""
+    from duomem.eval.spec import KEY_VERSION
+    from duomem.pipeline.config import MemoryConfig
+    from duomem.pipeline.run import Pipeline
+
+    memory = MemoryConfig()
+    key = memory.bank_fields()
+    used = {"teacher_writer", "student_writer", "show_format", "train_exclude", "top_k", "retrieval"}
+    assert set(key) == set(MemoryConfig.model_fields) - used | {"key_version"} and key["key_version"] == KEY_VERSION
+    for update in ({"format": "abstract"}, {"embedder": "bm25"}, {"games": 7}, {"copy_policy": "reject"}):
+        assert memory.model_copy(update=update).bank_fields() != key, update
+    for update in ({"top_k": 4}, {"retrieval": "same_type"}, {"show_format": "script"}):
+        assert memory.model_copy(update=update).bank_fields() == key, update
+
+    def collect_path(overrides: list[str]) -> str:
+        path = tmp_path / "c.yaml"
+        path.write_text(f"output: {tmp_path / 'out'}\ndata: {{student_train_games: 2}}\n")
+        pipe = Pipeline(load_config(path, overrides), show_progress=False, report_only=True)
+        with pytest.raises(ConfigError, match="student_collect has not finished") as err:
+            pipe.collect_student()
+        return str(err.value).split("(")[1].split(")")[0]
+
+    base = collect_path([])
+    for override in ("student.n_ctx=4096", "eval.action_selection=score", "student.fewshot=heldout", "seed=1"):
+        assert collect_path([override]) != base, override
+    assert collect_path(["eval.threads=1", "eval.workers=4"]) == base

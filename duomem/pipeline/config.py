@@ -96,6 +96,13 @@ class MemoryConfig(_Strict):
     games: int | None = Field(120, ge=1)
     """Train tasks (a seeded, type-balanced subset of the collected ones) that memories are written from."""
 
+    def bank_fields(self) -> dict:
+        """The settings that change what a bank holds (part of its stage's key; the writer of each bank enters on
+        its own): the rest say how banks are used."""
+        data = self.model_dump(exclude={"teacher_writer", "student_writer", "show_format", "train_exclude", "top_k",
+                                        "retrieval"})
+        return {"key_version": KEY_VERSION, **data}
+
 
 class DataConfig(_Strict):
     source: Literal["alfworld", "generated"] = "alfworld"

@@ -27,9 +27,20 @@ def _ids(tasks: list[TaskSpec]) -> list[str]:
     return [t.game_id for t in tasks]
 
 
+def _collect_key(spec: RolloutSpec, others: RolloutSpec | None, samples: int, tasks: list[TaskSpec]) -> dict:
+    """A collection stage's key: the specs that play sample 0 and the later samples (their full keys but batching:
+    a collection batched on a GPU serves a run that evaluates elsewhere), how many samples and which games."""
+
+    def played(s: RolloutSpec) -> dict:
+        return {k: v for k, v in s.key_fields().items() if k not in ("batch", "batch_tokens")}
+
+    return {"spec": played(spec), "samples": samples, "games": _ids(tasks),
+            "diverse": played(others) if others is not None and samples > 1 else None}
+
+
 def _writer_backend(writer: str) -> str:
-    """llama.cpp for a GGUF writer (the stage keys of earlier banks stay as they were), else the backend its name
-    asks for (``openai:`` for a served teacher, ``hf:`` for transformers)."""
+    """llama.cpp for a GGUF writer, else the backend its name asks for (``openai:`` for a served teacher, ``hf:``
+    for transformers)."""
     return "auto" if writer.startswith(("openai:", "hf:")) else "llamacpp"
 
 
@@ -132,27 +143,20 @@ class Pipeline:
 
         cfg = self.cfg
         tasks = self._tasks(cfg.data.train_split, cfg.data.train_games)
-        inputs = {"teacher": cfg.teacher.model_dump(), "games": _ids(tasks), "seed": cfg.seed}
         spec = self.teacher_spec(max_steps=cfg.teacher.max_steps)
-        return self.stages.run("teacher_collect", inputs, lambda d: collect(
-            spec, tasks, d, samples=cfg.teacher.samples_per_task,
-            diverse_spec=diverse(spec, explore=cfg.teacher.explore, temperature=cfg.teacher.temperature),
-            workers=cfg.eval.workers, show_progress=self.show_progress))
+        others = diverse(spec, explore=cfg.teacher.explore, temperature=cfg.teacher.temperature)
+        samples = cfg.teacher.samples_per_task
+        return self.stages.run("teacher_collect", _collect_key(spec, others, samples, tasks), lambda d: collect(
+            spec, tasks, d, samples=samples, diverse_spec=others, workers=cfg.eval.workers,
+            show_progress=self.show_progress))
 
     def collect_student(self) -> StageResult:
         from duomem.eval.collect import collect
 
         cfg = self.cfg
         tasks = self._tasks(cfg.data.train_split, cfg.data.student_train_games)
-        backend = self.collect_backend
-        inputs = {"student": cfg.student.model_dump(exclude={"collect_backend"}), "games": _ids(tasks),
-                  "max_steps": cfg.eval.max_steps, "seed": cfg.seed, "backend": backend}
-        if cfg.eval.action_selection != "free":
-            inputs.update(action_selection=cfg.eval.action_selection)
-        if cfg.eval.action_selection == "score":
-            inputs.update(score_norm=cfg.eval.score_norm)
-        spec = self.student_spec(backend=backend)
-        return self.stages.run("student_collect", inputs, lambda d: collect(
+        spec = self.student_spec(backend=self.collect_backend)
+        return self.stages.run("student_collect", _collect_key(spec, None, 1, tasks), lambda d: collect(
             spec, tasks, d, samples=1, workers=self._workers(spec), show_progress=self.show_progress))
 
     def _workers(self, spec: RolloutSpec) -> int:
@@ -167,11 +171,9 @@ class Pipeline:
         cfg = self.cfg
         from duomem.memory.writer import WRITER_PROMPT_VERSION
 
-        inputs = {"source": source.key, "file": file, "writer": writer, "format": cfg.memory.format,
-                  "embedder": cfg.memory.embedder, "games": cfg.memory.games, "include_failures": include_failures,
-                  "seed": cfg.seed, "writer_prompt": WRITER_PROMPT_VERSION, "copy_policy": cfg.memory.copy_policy}
-        if backend != "llamacpp":
-            inputs["writer_backend"] = backend
+        inputs = {**cfg.memory.bank_fields(), "source": source.key, "file": file, "writer": writer,
+                  "writer_backend": backend, "include_failures": include_failures, "seed": cfg.seed,
+                  "writer_prompt": WRITER_PROMPT_VERSION}
 
         def work(d: Path) -> dict:
             trajs = load_trajectories(source.path / file)
