@@ -2,7 +2,7 @@
 
 Usage:
   python benchmarks/students.py sft --student qwen2.5-coder-0.5b                 # here: one SFT set per trained row
-  python benchmarks/students.py stage --student qwen2.5-coder-0.5b --wheels W    # here: .carry/s0..sN for the GPU
+  python benchmarks/students.py stage --student qwen2.5-coder-0.5b               # here: .carry/s0..sN for the GPU
   bash benchmarks/gpu_students.sh qwen2.5-coder-0.5b lora duomem                 # there, after the parts: train
   python benchmarks/students.py eval --student qwen2.5-coder-0.5b --rows nomem,teacher_memory [--workers 2]
   python benchmarks/students.py report                                            # results/students.{json,md}
@@ -12,8 +12,8 @@ few-shot examples), ``teacher_memory`` (the same with the shipped teacher bank: 
 top-2 by similarity), ``lora`` (a LoRA trained on the expert's 3,356 won train demonstrations), ``duomem`` (a LoRA
 trained with the teacher memories in its prompts, played with them). The teacher's demonstrations and the SFT
 recipe are those of ``benchmarks/search_context.py`` (rank 16, alpha 32, lr 2e-4, 8 x 2 examples a step); what
-differs per student is in :data:`STUDENTS` (a larger student trains without few-shot examples in its prompts, a
-third of the tokens, to fit the lent GPU's time). Play: llama.cpp, greedy, 50 steps, worker processes of one
+differs per student is in :data:`STUDENTS` (a larger student trains without few-shot examples in its prompts, 28%
+of the tokens, to fit the lent GPU's time). Play: llama.cpp, greedy, 50 steps, worker processes of one
 thread; records in ``benchmarks/runs/<student>-<split>/<row>-<actions>/`` (a rerun resumes). No choice is made on
 valid_unseen.
 """
@@ -132,17 +132,12 @@ def stage(student: str, wheels: Path | None, rows: list[str]) -> list[Path]:
     shutil.rmtree(tmp, ignore_errors=True)
     manifest = split(resolve(student).path, tmp, room)
     parts = sorted(tmp.glob("*.part[0-9]*"))
-    if parts[-1].stat().st_size + extra > room:
-        last = carry / f"s{len(parts)}"
-        last.mkdir(parents=True)
-    folders = []
-    for i, part in enumerate(parts):
-        folder = carry / f"s{i}"
-        folder.mkdir(parents=True, exist_ok=True)
+    last_fits = parts[-1].stat().st_size + extra <= room  # else the wheels and data travel in a call of their own
+    folders = [carry / f"s{i}" for i in range(len(parts) + (0 if last_fits else 1))]
+    for folder in folders:
+        folder.mkdir(parents=True)
+    for part, folder in zip(parts, folders, strict=False):  # a last folder of its own holds no part
         shutil.move(part, folder / part.name)
-        folders.append(folder)
-    if (carry / f"s{len(parts)}").is_dir():
-        folders.append(carry / f"s{len(parts)}")
     shutil.move(manifest, folders[-1] / manifest.name)
     shutil.copytree(wheels, folders[-1] / "wheels")
     for row in rows:
