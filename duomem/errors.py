@@ -17,6 +17,10 @@ class ConfigError(DuomemError):
     """An invalid configuration value."""
 
 
+class EngineError(DuomemError):
+    """A game engine that cannot start: its runtime (Java for ScienceWorld) or its package is missing."""
+
+
 class EnvTimeout(DuomemError):
     """A game step that did not return within its time limit."""
 

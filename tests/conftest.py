@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -84,6 +85,15 @@ def needs_torch(request: pytest.FixtureRequest) -> None:
     for module in ("torch", "transformers", "peft"):
         if importlib.util.find_spec(module) is None:
             _missing(request, f"{module} is not installed: pip install torch==2.13.0 -e '.[train]'")
+
+
+@pytest.fixture(scope="session")
+def needs_scienceworld(request: pytest.FixtureRequest) -> None:
+    if importlib.util.find_spec("scienceworld") is None:
+        _missing(request, "scienceworld is not installed: pip install -e '.[scienceworld]'")
+    if shutil.which("java") is None:
+        _missing(request, "ScienceWorld needs Java and `java` is not on PATH: apt-get install default-jre-headless "
+                 "(openjdk-17-jre-headless on Debian 12)")
 
 
 def first_of_each_type(tasks):

@@ -1,4 +1,4 @@
-"""Text environments: the Environment protocol and ALFWorld on TextWorld."""
+"""Text environments: the Environment protocol, ALFWorld on TextWorld and ScienceWorld."""
 
 from duomem.envs.base import TASK_TYPES, Environment, Observation, TaskSpec
 

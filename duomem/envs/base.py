@@ -17,19 +17,21 @@ class TaskSpec(BaseModel):
     """One playable game: where it is and what kind of task it poses."""
 
     game_id: str
-    """Stable id, unique within a benchmark (for ALFWorld: ``<split>/<task folder>/<trial>``)."""
+    """Stable id, unique within a benchmark (for ALFWorld: ``<split>/<task folder>/<trial>``; for ScienceWorld:
+    ``scienceworld/<task name>/<variation>``)."""
     split: str
     task_type: str
-    """One of :data:`TASK_TYPES`."""
+    """One of :data:`TASK_TYPES` (ALFWorld) or a ScienceWorld task name (``boil``)."""
     game_file: str
-    """Absolute path of the playable game file."""
+    """Absolute path of the playable game file (ALFWorld); ScienceWorld's task name, which the simulator loads."""
     goal: str = ""
-    """The task sentence the game states ("put a clean mug in coffeemachine")."""
+    """The task sentence the game states ("put a clean mug in coffeemachine"; ScienceWorld's task description)."""
     params: dict[str, str] = {}
     """Task arguments, lower-case: ``object``, ``receptacle``, ``toggle`` (examine), ``mrecep`` (movable
-    receptacle), ``sliced`` ("true"/"false")."""
+    receptacle), ``sliced`` ("true"/"false"); for ScienceWorld ``task_id`` ("1-1"), ``topic`` ("1"..."10") and
+    ``variation``."""
     source: str = "alfworld"
-    """Where the game comes from: ``alfworld`` (the official release) or ``generated``."""
+    """Where the game comes from: ``alfworld`` (the official release), ``generated`` or ``scienceworld``."""
 
 
 @dataclass
@@ -44,6 +46,9 @@ class Observation:
     """The handcoded expert's next action where the environment provides one."""
     expert_error: str | None = None
     """Why the expert could not plan this step (its own bug; it then says ``look``), where it failed."""
+    score: float | None = None
+    """The game's own score where it keeps one: ScienceWorld's 0-100 (negative once the task is failed); None for
+    ALFWorld, whose games are only won or not."""
 
 
 @runtime_checkable
