@@ -11,7 +11,8 @@ python -m pip install -e ".[all,scienceworld]"
 if ! command -v java > /dev/null; then         # ScienceWorld's simulator runs on Java
   if command -v apt-get > /dev/null; then
     sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo
-    $sudo apt-get update -qq && $sudo apt-get install -y -qq default-jre-headless
+    { $sudo apt-get update -qq && $sudo apt-get install -y -qq default-jre-headless; } \
+      || echo "warning: apt could not install default-jre-headless: install a Java runtime to play ScienceWorld"
   else
     echo "warning: no java: install a Java runtime (8 or later) to play ScienceWorld"
   fi
