@@ -152,3 +152,106 @@ def test_missing_java_is_one_line():
 
     with pytest.raises(EngineError, match="default-jre-headless"):
         ScienceWorldEnv(java="/nonexistent/java")
+
+
+SHORT_TASKS = ("lifespan-longest-lived", "find-animal", "chemistry-mix")
+"""Tasks whose gold paths are short (3-25 actions): the end-to-end run below plays one test variation of each."""
+
+
+def test_prepare_and_play_the_gold_teacher_through_duomem_eval(needs_scienceworld, tmp_path, monkeypatch):
+    """`duomem data prepare --env scienceworld` writes a task set; `duomem eval --policy expert` plays it through
+    the one episode loop (every game won with a score of 100, records with the score, a mean score in the
+    summary); rerunning resumes: nothing is played again."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from duomem.cli.main import app
+    from duomem.envs.alfworld_data import load_tasks
+    from duomem.envs.scienceworld_data import TOPICS, episodes, topic_of
+
+    monkeypatch.setenv("DUOMEM_DATA", str(tmp_path / "data"))
+    runner = CliRunner()
+    done = runner.invoke(app, ["data", "prepare", "--env", "scienceworld", "--splits", "test", "--per-task", "2",
+                               "--task-names", ",".join(SHORT_TASKS)])
+    assert done.exit_code == 0, done.output + repr(done.exception)
+    root = tmp_path / "data" / "scienceworld"
+    tasks = load_tasks("test", root)  # what `duomem eval --tasks` reads
+    assert [t.game_id for t in tasks] == [f"scienceworld/{t}/{v}" for t, v in episodes("test", SHORT_TASKS, 2)]
+    assert {t.source for t in tasks} == {"scienceworld"} and all(t.goal.startswith("Your task") for t in tasks)
+    assert json.loads((root / "prepare.json").read_text())["test"] == {"games": 6, "per_task": 2, "seed": 0,
+                                                                       "tasks": 3}
+
+    out = tmp_path / "run"
+    command = ["eval", "--policy", "expert", "--tasks", str(root), "--split", "test", "--games", "3",
+               "--out", str(out), "--no-progress"]
+    done = runner.invoke(app, command)
+    assert done.exit_code == 0, done.output + repr(done.exception)
+    records = [json.loads(line) for line in (out / "episodes.jsonl").read_text().splitlines()]
+    assert sorted(r["task_type"] for r in records) == sorted(SHORT_TASKS)
+    assert all(r["won"] and r["score"] == 100.0 and r["error"] is None and r["expert_error"] is None
+               for r in records)
+    assert all(r["trajectory"]["steps"][-1]["kind"] == "action" for r in records)
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["n_won"], summary["mean_score"], summary["mean_score_ci95"]) == (3, 100.0, [100.0, 100.0])
+    assert summary["max_steps_scienceworld"] == 1000 and summary["game_source"] == "scienceworld"
+    assert set(summary["per_type"]) == set(SHORT_TASKS) and summary["per_type"]["find-animal"]["mean_score"] == 100
+    assert list(summary["per_topic"]) == [TOPICS[n] for n in sorted({topic_of(t) for t in SHORT_TASKS})]
+    assert "mean score" in done.output and "Mean score" in (out / "summary.md").read_text()
+
+    before = (out / "episodes.jsonl").read_bytes()
+    again = runner.invoke(app, command)
+    assert again.exit_code == 0, again.output + repr(again.exception)
+    assert (out / "episodes.jsonl").read_bytes() == before  # resumed: nothing new played
+
+
+def test_turn_limits_scores_and_old_records():
+    """The turn limit rule; the think step keeps the score; records without a score (ALFWorld's committed ones)
+    load, and their summaries have no mean score."""
+    from duomem.agent.episode import Decision, EpisodeState
+    from duomem.envs.base import MAX_STEPS, Observation, TaskSpec
+    from duomem.envs.pool import turn_limit
+    from duomem.envs.scienceworld import GOLD_STEP_LIMIT, STEP_LIMIT
+    from duomem.eval.records import EpisodeRecord
+    from duomem.eval.summary import summarize
+
+    sw = spec(*SHORT)
+    alf = TaskSpec(game_id="valid_unseen/x/trial", split="valid_unseen", task_type="pick", game_file="/x.tw-pddl")
+    assert (turn_limit(sw, MAX_STEPS, expert=True), turn_limit(sw, MAX_STEPS, expert=False)) == (GOLD_STEP_LIMIT,
+                                                                                                  STEP_LIMIT)
+    assert turn_limit(sw, 80, expert=True) == 80 and turn_limit(alf, MAX_STEPS, expert=True) == MAX_STEPS
+
+    state = EpisodeState(sw, "llm", "m", 0, 0, 10)
+    state.begin(Observation(text="hi", admissible_commands=["look around"], score=25.0), 0.0)
+    assert state.decide(Decision(kind="think", command="plan")) is None and state.obs.score == 25.0
+
+    old = {"game_id": alf.game_id, "task_type": "pick", "split": alf.split, "seed": 0, "policy": "expert",
+           "won": True, "steps": 5, "env_steps": 5, "thinks": 0, "invalid_actions": 0, "wall_s": 1.0,
+           "trajectory": {"game_id": alf.game_id, "split": alf.split, "task_type": "pick", "goal": "",
+                          "initial_observation": "", "policy": "expert"}}
+    record = EpisodeRecord.model_validate(old)
+    assert record.score is None
+    summary = summarize([record], name="x", policy="expert", model=None, split="valid_unseen")
+    assert "mean_score" not in summary and "per_topic" not in summary and list(summary["per_type"]) == ["pick"]
+    failed = record.model_copy(update={"game_id": sw.game_id, "task_type": SHORT[0], "won": False, "score": -100.0})
+    won = failed.model_copy(update={"won": True, "score": 100.0})
+    summary = summarize([failed, won], name="y", policy="expert", model=None, split="test")
+    assert summary["mean_score"] == 50.0 and summary["per_topic"]["Biology: lifespans"]["n"] == 2  # failed: 0
+    low, high = summary["mean_score_ci95"]
+    assert 0.0 <= low <= 50.0 <= high <= 100.0
+
+
+def test_gold_paths_do_not_depend_on_the_jvms_history(needs_scienceworld):
+    """The gold-path generator keeps state across generations in one JVM: each generation gets a fresh one, so
+    a path generated after another task's equals the path a fresh environment generates."""
+    from duomem.envs.scienceworld import ScienceWorldEnv
+
+    task, seed = spec("change-the-state-of-matter-of", 22), 1034302363  # 118 actions instead of 136 before
+    first, fresh = ScienceWorldEnv(expert=True, admissible=False), ScienceWorldEnv(expert=True, admissible=False)
+    try:
+        first.gold_path(spec(*LONG), seed=1367685655)
+        after = first.gold_path(task, seed=seed)
+        assert fresh.gold_path(task, seed=seed).actions == after.actions and after.score == 100
+    finally:
+        first.close()
+        fresh.close()

@@ -99,7 +99,7 @@ class EpisodeState:
             self.traj.steps.append(Step(kind="think", text=decision.command, observation=THINK_ANSWER,
                                         raw=decision.raw, match="think"))
             self.obs = Observation(text=THINK_ANSWER, admissible_commands=self.obs.admissible_commands,
-                                   expert_action=self.obs.expert_action)
+                                   expert_action=self.obs.expert_action, score=self.obs.score)
             self._check_limit()
             return None
         self.invalid += decision.match in INVALID_MATCHES

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 from rich.console import Console
@@ -13,6 +13,9 @@ from rich.table import Table
 from duomem.envs.alfworld_data import PrepareVerify
 from duomem.envs.base import TASK_TYPES
 from duomem.envs.generate import GenerateVerify
+from duomem.errors import ConfigError
+
+Benchmark = Literal["alfworld", "scienceworld"]
 
 app = typer.Typer(no_args_is_help=True)
 console = Console()
@@ -20,15 +23,31 @@ console = Console()
 
 @app.command("prepare")
 def prepare_command(
-    source: Annotated[Path | None, typer.Option(help="Folder with slim_<split>.tar.xz archives, or an ALFWORLD_DATA "
-                                                     "folder holding json_2.1.1 (default: $DUOMEM_ALFWORLD_ARCHIVE, "
-                                                     "then $ALFWORLD_DATA).")] = None,
-    splits: Annotated[str, typer.Option(help="Comma-separated splits.")] = "train,valid_seen,valid_unseen",
-    verify: Annotated[PrepareVerify, typer.Option(help="all: load every game once (cached); sample: 2 per type; "
-                                                      "none.")] = "all",
-    workers: Annotated[int, typer.Option(help="Processes for verification.")] = 2,
+    env: Annotated[Benchmark, typer.Option(help="Which benchmark's task sets to prepare.")] = "alfworld",
+    source: Annotated[Path | None, typer.Option(help="ALFWorld: folder with slim_<split>.tar.xz archives, or an "
+                                                     "ALFWORLD_DATA folder holding json_2.1.1 (default: "
+                                                     "$DUOMEM_ALFWORLD_ARCHIVE, then $ALFWORLD_DATA).")] = None,
+    splits: Annotated[str | None, typer.Option(help="Comma-separated splits (default: train,valid_seen,valid_unseen; "
+                                                    "ScienceWorld: train,dev,test).")] = None,
+    verify: Annotated[PrepareVerify, typer.Option(help="ALFWorld: all: load every game once (cached); sample: 2 per "
+                                                      "type; none.")] = "all",
+    workers: Annotated[int, typer.Option(help="ALFWorld: processes for verification.")] = 2,
+    per_task: Annotated[int | None, typer.Option(help="ScienceWorld: variations per task in each split, a seeded "
+                                                      "sample (0: all; default: 10 for dev and test, the fixed "
+                                                      "evaluation samples, all for train).")] = None,
+    seed: Annotated[int, typer.Option(help="ScienceWorld: seed of the per-task samples.")] = 0,
+    task_names: Annotated[str | None, typer.Option(help="ScienceWorld: comma-separated task names (default all "
+                                                        "30, e.g. boil,find-animal).")] = None,
 ) -> None:
-    """Unpack ALFWorld task sets, build missing game files, check they load, and index them by split."""
+    """Prepare task sets and index them by split (index/<split>.jsonl). ALFWorld: unpack the sets, build missing
+    game files, check they load (under the data root's alfworld/). ScienceWorld: sample each task's variations and
+    read their goals (under the data root's scienceworld/; play with duomem eval --tasks <that folder>)."""
+    if env == "scienceworld":
+        _prepare_scienceworld(splits, per_task, seed, task_names)
+        return
+    if per_task is not None or task_names is not None:
+        raise ConfigError("--per-task and --task-names are ScienceWorld's (--env scienceworld)")
+    splits = splits or "train,valid_seen,valid_unseen"
     from rich.progress import Progress
 
     from duomem.envs.alfworld_data import prepare
@@ -54,10 +73,25 @@ def prepare_command(
     console.print(f"built {report.built} game files, verified {report.verified} games (cached results reused)")
 
 
+def _prepare_scienceworld(splits: str | None, per_task: int | None, seed: int, task_names: str | None) -> None:
+    from duomem.envs.scienceworld_data import SPLITS, prepare
+
+    chosen = [s.strip() for s in splits.split(",") if s.strip()] if splits else list(SPLITS)
+    names = [t.strip() for t in task_names.split(",") if t.strip()] if task_names else None
+    report = prepare(chosen, per_task=per_task, seed=seed, tasks=names)
+    table = Table(title=f"ScienceWorld task sets in {report['root']}")
+    for name in ("split", "games", "tasks", "per task", "seed"):
+        table.add_column(name, justify="left" if name == "split" else "right")
+    for split, info in report["splits"].items():
+        table.add_row(split, str(info["games"]), str(info["tasks"]),
+                      "all" if info["per_task"] is None else str(info["per_task"]), str(info["seed"]))
+    console.print(table)
+    console.print(f"play with: duomem eval --tasks {report['root']} --split {chosen[-1]} --policy expert",
+                  highlight=False, soft_wrap=True)
+
+
 def _ints(text: str | None, what: str) -> list[int] | None:
     """``"1,2,301"`` or ``"1-30,301"`` -> numbers."""
-    from duomem.errors import ConfigError
-
     if text is None or not text.strip():
         return None
     out: list[int] = []

@@ -17,14 +17,16 @@ from duomem.memory.entry import MemoryFormat
 
 console = Console()
 
-PolicyOpt = Annotated[Policy, typer.Option(help="expert (ALFWorld's handcoded oracle) or llm.")]
+PolicyOpt = Annotated[Policy, typer.Option(help="expert (ALFWorld's handcoded oracle; ScienceWorld's gold teacher) "
+                                                "or llm.")]
 Model = Annotated[str | None, typer.Option(help="Model name (duomem models list), .gguf path, hf:ORG/NAME or "
                                                 "openai:MODEL@URL.")]
 Games = Annotated[int | None, typer.Option(help="Play a seeded subset of N games (all by default).")]
 ExecutorOpt = Annotated[Executor, typer.Option(help="local (worker processes on this machine) or ray (--workers Ray "
                                             "actors on RAY_ADDRESS's cluster, or a local Ray instance).")]
 Tasks = Annotated[Path | None, typer.Option(help="Task set folder with index/<split>.jsonl (default: the prepared "
-                                                "ALFWorld sets).")]
+                                                "ALFWorld sets; ScienceWorld's: <data root>/scienceworld after "
+                                                "duomem data prepare --env scienceworld).")]
 
 
 def _choose(split: str, tasks: Path | None, games: int | None, seed: int, samples: int,
@@ -73,9 +75,12 @@ def eval_command(
     student: Annotated[str | None, typer.Option(help="A shipped student (duomem models list): its base model, "
                                                      "adapter, memory bank and play settings, as in its "
                                                      "committed result.")] = None,
-    split: Annotated[str, typer.Option(help="train, valid_seen or valid_unseen (or a generated split).")] = "valid_unseen",
+    split: Annotated[str, typer.Option(help="train, valid_seen or valid_unseen (or a generated split; ScienceWorld: "
+                                            "train, dev or test).")] = "valid_unseen",
     games: Games = None,
-    max_steps: Annotated[int, typer.Option(help="Turn limit per episode (thoughts count).")] = MAX_STEPS,
+    max_steps: Annotated[int, typer.Option(help="Turn limit per episode (thoughts count). On ScienceWorld the default "
+                                                "means the environment's own: 1000 for the expert (gold paths run "
+                                                "to ~750 actions), 100 for an agent.")] = MAX_STEPS,
     workers: Annotated[int, typer.Option(help="Parallel episode processes (1 thread each) or actors.")] = 1,
     executor: ExecutorOpt = "local",
     batch: Annotated[int, typer.Option(help="Episodes stepped together in one process, one batched generate per "
@@ -142,7 +147,11 @@ def eval_command(
     result = run_rollouts(spec, chosen, out, name=name, workers=workers, samples=samples, show_progress=progress,
                           executor=executor)
     s = result.summary
-    console.print(f"{name}: {s['n_won']}/{s['n_episodes']} won ({pct_ci(s)} %, 95% interval), "
+    score = ""
+    if s.get("mean_score") is not None:
+        low, high = s["mean_score_ci95"] or (s["mean_score"], s["mean_score"])
+        score = f", mean score {s['mean_score']:.1f} [{low:.1f}, {high:.1f}]"
+    console.print(f"{name}: {s['n_won']}/{s['n_episodes']} won ({pct_ci(s)} %, 95% interval){score}, "
                   f"{s['wall_s_per_episode']:.1f} s/episode; records and summary in {out}")
 
 

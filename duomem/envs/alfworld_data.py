@@ -327,7 +327,8 @@ def write_index(path: Path, rows: list[TaskSpec]) -> None:
 
 def load_tasks(split: str, task_root: Path | None = None) -> list[TaskSpec]:
     """The games of ``split`` in index order, from a prepared or generated task set (default: the prepared
-    ALFWorld sets)."""
+    ALFWorld sets), or a ScienceWorld one (``duomem data prepare --env scienceworld``: its games are task names
+    the simulator loads, not files)."""
     root = Path(task_root) if task_root else alfworld_root()
     path = root / "index" / f"{split}.jsonl"
     if not path.is_file():
@@ -335,7 +336,7 @@ def load_tasks(split: str, task_root: Path | None = None) -> list[TaskSpec]:
         hint = f"available: {', '.join(available)}" if available else "run `duomem data prepare` first"
         raise DataError(f"split {split!r} is not prepared in {root} ({hint})")
     rows = [TaskSpec.model_validate_json(line) for line in path.read_text().splitlines() if line.strip()]
-    missing = [r.game_file for r in rows if not Path(r.game_file).is_file()]
+    missing = [r.game_file for r in rows if r.source != "scienceworld" and not Path(r.game_file).is_file()]
     if missing:
         raise DataError(f"{len(missing)} game file(s) of {split} are gone (first: {missing[0]}); "
                         "rerun `duomem data prepare`")

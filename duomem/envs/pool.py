@@ -2,6 +2,9 @@
 
 The rollout engine steps a batch of episodes through slots: it sends every slot its reset or step, then receives
 the answers, so games in worker processes advance in parallel while the model thinks about the next batch.
+
+A slot makes its engine from each task's ``source`` (:class:`_Engines`, the one place environments are made for
+rollouts): ScienceWorld for ``scienceworld``, ALFWorld otherwise; one engine per source, made at its first task.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import time
 from multiprocessing.connection import Connection
 from typing import Protocol
 
-from duomem.envs.base import MAX_STEPS, Observation, TaskSpec
+from duomem.envs.base import MAX_STEPS, Environment, Observation, TaskSpec
 from duomem.errors import DuomemError, EnvTimeout
 
 Answer = tuple[Observation | None, str | None, float]
@@ -31,14 +34,71 @@ class GameSlot(Protocol):
     def close(self) -> None: ...
 
 
-def _answer(env, op: str, payload) -> Answer:
+SCIENCEWORLD = "scienceworld"
+
+
+def turn_limit(task: TaskSpec, max_steps: int, expert: bool) -> int:
+    """The turn limit of an episode of ``task`` under a spec's ``max_steps``: ``max_steps`` itself, except on
+    ScienceWorld where it is the default (:data:`MAX_STEPS`, ALFWorld's 50): there the environment's own default
+    applies, :data:`~duomem.envs.scienceworld.GOLD_STEP_LIMIT` (1,000) for the expert (the gold teacher: gold
+    paths run to about 750 actions) and :data:`~duomem.envs.scienceworld.STEP_LIMIT` (100) for an agent. Any
+    other ``--max-steps`` is taken as given on both benchmarks."""
+    if task.source != SCIENCEWORLD or max_steps != MAX_STEPS:
+        return max_steps
+    from duomem.envs.scienceworld import GOLD_STEP_LIMIT, STEP_LIMIT
+
+    return GOLD_STEP_LIMIT if expert else STEP_LIMIT
+
+
+class _Engines:
+    """A slot's game engines, one per task source, each made at the first task of its source; ``reset`` picks the
+    task's, ``step`` goes to the one last reset.
+
+    ALFWorld: ``AlfworldEnv(max_steps, step_timeout, expert, expert_fix)``. ScienceWorld: ``ScienceWorldEnv`` with
+    the gold teacher where ``expert``, valid actions listed only for an agent (the expert does not read them), and
+    its turn limit by :func:`turn_limit` (the environment's own default where ``max_steps`` is the default)."""
+
+    def __init__(self, max_steps: int, step_timeout: float | None, expert: bool, expert_fix: bool) -> None:
+        self.max_steps, self.step_timeout, self.expert, self.expert_fix = max_steps, step_timeout, expert, expert_fix
+        self._envs: dict[str, Environment] = {}
+        self._current: Environment | None = None
+
+    def _make(self, source: str) -> Environment:
+        if source == SCIENCEWORLD:
+            from duomem.envs.scienceworld import ScienceWorldEnv
+
+            return ScienceWorldEnv(max_steps=None if self.max_steps == MAX_STEPS else self.max_steps,
+                                   step_timeout=self.step_timeout, expert=self.expert, admissible=not self.expert)
+        from duomem.envs.alfworld import AlfworldEnv
+
+        return AlfworldEnv(max_steps=self.max_steps, step_timeout=self.step_timeout, expert=self.expert,
+                           expert_fix=self.expert_fix)
+
+    def reset(self, task: TaskSpec, seed: int) -> Observation:
+        source = SCIENCEWORLD if task.source == SCIENCEWORLD else "alfworld"
+        if source not in self._envs:
+            self._envs[source] = self._make(source)
+        self._current = self._envs[source]
+        return self._current.reset(task, seed=seed)
+
+    def step(self, action: str) -> Observation:
+        if self._current is None:
+            raise RuntimeError("step() called before reset()")
+        return self._current.step(action)
+
+    def close(self) -> None:
+        for env in self._envs.values():
+            env.close()
+
+
+def _answer(env: _Engines, op: str, payload) -> Answer:
     """Play one message on ``env``. A timeout or a game that breaks fails the episode (the run goes on); a user
-    error (a missing game file) is raised, to stop the run with its one line."""
+    error (a missing game file, no Java for ScienceWorld) is raised, to stop the run with its one line."""
     start = time.perf_counter()
     try:
         if op == "reset":
             task, seed = payload
-            obs = env.reset(task, seed=seed)
+            obs = env.reset(task, seed)
         else:
             obs = env.step(payload)
         return obs, None, time.perf_counter() - start
@@ -55,10 +115,7 @@ class LocalSlot:
 
     def __init__(self, max_steps: int = MAX_STEPS, step_timeout: float | None = 30.0, expert: bool = False,
                  expert_fix: bool = True) -> None:
-        from duomem.envs.alfworld import AlfworldEnv
-
-        self._env = AlfworldEnv(max_steps=max_steps, step_timeout=step_timeout, expert=expert,
-                                expert_fix=expert_fix)
+        self._env = _Engines(max_steps, step_timeout, expert, expert_fix)
         self._answer: Answer | None = None
 
     def send_reset(self, task: TaskSpec, seed: int) -> None:
@@ -77,9 +134,7 @@ class LocalSlot:
 
 
 def _serve(conn: Connection, max_steps: int, step_timeout: float | None, expert: bool, expert_fix: bool) -> None:
-    from duomem.envs.alfworld import AlfworldEnv
-
-    env = AlfworldEnv(max_steps=max_steps, step_timeout=step_timeout, expert=expert, expert_fix=expert_fix)
+    env = _Engines(max_steps, step_timeout, expert, expert_fix)
     while True:
         msg = conn.recv()
         if msg is None:

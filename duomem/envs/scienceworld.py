@@ -117,6 +117,8 @@ class ScienceWorldEnv:
         self._gold_error: str | None = None
         self._steps = 0
         self._done = True
+        self._generated = False
+        """Whether this JVM has generated a gold path (the next generation then restarts it)."""
 
     # The JVM
 
@@ -245,12 +247,21 @@ class ScienceWorldEnv:
         cannot take a seed), then replays the path from a fresh load under the same seed; the first replay that
         reaches a score of 100 is kept, up to :data:`GOLD_TRIES` tries (otherwise the best one, with ``error``).
         Paths are kept per (task, variation, seed) for the life of this environment. The replay ignores
-        ``max_steps``."""
+        ``max_steps``.
+
+        ScienceWorld's gold-path generator keeps state from one generation to the next in a JVM (the path of
+        ``change-the-state-of-matter-of`` 22 differs after ``boil`` 23's was generated, under the same seed;
+        loading a task alone changes nothing), so a path is always generated in a JVM that has generated none:
+        each generation but a JVM's first restarts it (about 2 s). The teacher's episodes then do not depend on
+        what the JVM played before (one worker or several, a batch, a resumed run)."""
         name, variation = task_and_variation(task)
         key = (name, variation, seed)
         if key in self._golds:
             return self._golds[key]
+        if self._generated:
+            self.close()  # a fresh JVM for each generation (see the doc above)
         self._start()
+        self._generated = True
         self._done = True  # generating and replaying load the variation: any episode in progress ends
         best: GoldPath | None = None
         for attempt in range(GOLD_TRIES):
@@ -319,6 +330,7 @@ class ScienceWorldEnv:
         """Stop the JVM (the next reset starts a new one)."""
         gateway, self._gateway, self._server, self._random = self._gateway, None, None, None
         self._done = True
+        self._generated = False
         if gateway is None:
             return
         process = gateway.java_process

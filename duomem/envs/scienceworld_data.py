@@ -174,3 +174,66 @@ def load_tasks(split: str, tasks: Iterable[str] | None = None, per_task: int | N
         tmp.write_text(json.dumps(goals, sort_keys=True, indent=0))
         os.replace(tmp, path)
     return [task_spec(t, v, goals[game_id(t, v)]) for t, v in chosen]
+
+
+def default_per_task(split: str) -> int | None:
+    """Variations per task a prepared ``split`` holds by default: :data:`EVAL_PER_TASK` for dev and test (the fixed
+    evaluation samples), every variation (None) for train."""
+    return None if split == "train" else EVAL_PER_TASK
+
+
+def prepare(splits: Iterable[str] = SPLITS, per_task: int | None = None, seed: int = 0,
+            tasks: Iterable[str] | None = None, data_root: Path | None = None) -> dict:
+    """Write a ScienceWorld task set in the layout of the ALFWorld ones: ``index/<split>.jsonl`` of TaskSpecs in
+    :func:`scienceworld_root` (``<data root>/scienceworld``, beside the goal cache), so that
+    ``duomem eval --tasks <that folder> --split test`` plays it. Each split holds ``per_task`` variations of each
+    task sampled with ``seed`` (:func:`sample_variations`; 0: every variation; None: :func:`default_per_task`).
+    Goals missing from the cache are read in one JVM (about 0.06 s each). ``prepare.json`` records what each split
+    holds. Returns ``{"root", "splits": {split: {"games", "per_task", "seed", "per_topic"}}}``."""
+    from duomem.envs.alfworld_data import write_index
+
+    chosen = list(TASKS) if tasks is None else list(tasks)
+    splits = list(splits)
+    for split in splits:
+        _check_split(split)
+    if per_task is not None and per_task < 0:
+        raise DataError(f"per_task must be 0 (every variation) or more, not {per_task}")
+    root = scienceworld_root(data_root)
+    (root / "index").mkdir(parents=True, exist_ok=True)
+    manifest_path = root / "prepare.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    env: ScienceWorldEnv | None = None
+    report: dict = {"root": str(root), "splits": {}}
+    try:
+        for split in splits:
+            n = default_per_task(split) if per_task is None else (per_task or None)
+            needed = episodes(split, chosen, n, seed)
+            if env is None and not _goals_cached(needed, data_root):
+                env = ScienceWorldEnv(admissible=False)
+            rows = load_tasks(split, chosen, n, seed, env=env, data_root=data_root)
+            write_index(root / "index" / f"{split}.jsonl", rows)
+            per_topic: dict[str, int] = {}
+            for row in rows:
+                topic = TOPICS[int(row.params["topic"])]
+                per_topic[topic] = per_topic.get(topic, 0) + 1
+            info = {"games": len(rows), "per_task": n, "seed": seed, "tasks": len(chosen), "per_topic": per_topic}
+            manifest[split] = {k: v for k, v in info.items() if k != "per_topic"}
+            report["splits"][split] = info
+    finally:
+        if env is not None:
+            env.close()
+    tmp = manifest_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, manifest_path)
+    return report
+
+
+def _goals_cached(chosen: list[tuple[str, int]], data_root: Path | None) -> bool:
+    path = scienceworld_root(data_root) / "goals.json"
+    if not path.is_file():
+        return not chosen
+    try:
+        goals = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    return all(game_id(t, v) in goals for t, v in chosen)

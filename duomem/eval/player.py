@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from duomem.agent.base import EpisodeState, Policy
 from duomem.envs.base import TaskSpec
-from duomem.envs.pool import EnvProcess, GameSlot, LocalSlot
+from duomem.envs.pool import EnvProcess, GameSlot, LocalSlot, turn_limit
 from duomem.eval.episode import reset_peak_rss, to_record
 from duomem.eval.records import EpisodeRecord
 from duomem.eval.spec import RolloutSpec
@@ -110,7 +110,8 @@ class Player:
             return False
         task, sample = job
         s = self.spec
-        slot.state = EpisodeState(task, self.policy.name, self.policy.model_name, sample, s.seed, s.max_steps)
+        limit = turn_limit(task, s.max_steps, expert=s.policy == "expert")
+        slot.state = EpisodeState(task, self.policy.name, self.policy.model_name, sample, s.seed, limit)
         slot.game.send_reset(task, slot.state.seed)
         return True
 

@@ -23,6 +23,10 @@ class EpisodeRecord(BaseModel):
     memory_leakage_guard: str | None = None
     """What the leakage check found for the bank and the evaluated games (see ``duomem.eval.leakage``)."""
     won: bool
+    """Whether the task was completed (ScienceWorld: a score of 100)."""
+    score: float | None = None
+    """The game's final score where it keeps one: ScienceWorld's 0-100 (negative: the task was failed, e.g. by
+    focusing on the wrong object); None for ALFWorld (records made before this field have none either)."""
     steps: int
     """Agent turns, thoughts included (the step limit counts these)."""
     env_steps: int

@@ -29,6 +29,7 @@ from rich.progress import (
 )
 
 from duomem.envs.base import TASK_TYPES, TaskSpec
+from duomem.envs.pool import turn_limit
 from duomem.errors import ConfigError, DuomemError, ModelError
 from duomem.eval.player import Job, Player
 from duomem.eval.records import EpisodeRecord
@@ -240,6 +241,9 @@ def write_summary(out_dir: Path, spec: RolloutSpec, tasks: Sequence[TaskSpec], s
         "spec": spec.key_fields(),
         "game_source": ",".join(sorted({t.source for t in tasks})),
     }
+    sw = next((t for t in tasks if t.source == "scienceworld"), None)
+    if sw is not None:  # the turn limit ScienceWorld's episodes were played under (see turn_limit)
+        extra["max_steps_scienceworld"] = turn_limit(sw, spec.max_steps, expert=spec.policy == "expert")
     speed_path = out_dir / "speed.json"
     if speed_path.is_file():
         extra["speed"] = json.loads(speed_path.read_text())

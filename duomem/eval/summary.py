@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 from duomem.envs.base import TASK_TYPES
 from duomem.eval.records import EpisodeRecord
-from duomem.eval.stats import wilson
+from duomem.eval.stats import paired_bootstrap, wilson
 
 
 def host() -> dict[str, object]:
@@ -56,17 +56,50 @@ def rate(won: int, n: int) -> dict:
     return {"n": n, "n_won": won, "success_rate": won / n if n else 0.0, "success_ci95": list(wilson(won, n))}
 
 
+def task_types(records: Sequence[EpisodeRecord]) -> list[str]:
+    """The task types of ``records``: ALFWorld's in :data:`TASK_TYPES` order, then others (ScienceWorld's task
+    names) sorted."""
+    seen = {r.task_type for r in records}
+    return [t for t in TASK_TYPES if t in seen] + sorted(seen - set(TASK_TYPES))
+
+
+def score(records: Sequence[EpisodeRecord]) -> dict:
+    """``{"mean_score", "mean_score_ci95"}`` over the records that have a score (ScienceWorld's 0-100): a failed
+    episode (a negative score) counts as 0 and the interval is a 95% percentile bootstrap over episodes (10,000
+    resamples, seed 0: the same records give the same interval)."""
+    scores = [max(0.0, r.score) for r in records if r.score is not None]
+    if not scores:
+        return {"mean_score": None, "mean_score_ci95": None}
+    ci = paired_bootstrap([scores], lambda means: means[0])
+    return {"mean_score": _mean(scores), "mean_score_ci95": list(ci) if ci else None}
+
+
+def per_topic(records: Sequence[EpisodeRecord]) -> dict:
+    """ScienceWorld's records by topic (``Matter`` ... ``Biology: genetics``, in topic order): each topic's
+    :func:`rate` and :func:`score`. Records of other games are left out."""
+    from duomem.envs.scienceworld_data import TASKS, TOPICS, topic_of
+
+    by_topic: dict[int, list[EpisodeRecord]] = {}
+    for r in records:
+        if r.score is not None and r.task_type in TASKS:
+            by_topic.setdefault(topic_of(r.task_type), []).append(r)
+    return {TOPICS[k]: {**rate(sum(r.won for r in rs), len(rs)), **score(rs)}
+            for k, rs in sorted(by_topic.items())}
+
+
 def summarize(records: Sequence[EpisodeRecord], name: str, policy: str, model: str | None, split: str,
               extra: dict | None = None) -> dict:
     """``{"name", "policy", "model", "split", "n_episodes", "success_rate", "success_ci95", "per_type",
     "mean_steps", "invalid_action_rate", "wall_s_per_episode", "peak_rss_mb"}`` plus details; ``per_type`` gives
-    each task type's :func:`rate`, ``outcomes`` each game's result."""
+    each task type's :func:`rate`, ``outcomes`` each game's result. Where records have a score (ScienceWorld):
+    ``mean_score`` and ``mean_score_ci95`` (see :func:`score`, also in each ``per_type`` entry) and ``per_topic``."""
     n = len(records)
     per_type = {}
-    for t in TASK_TYPES:
+    for t in task_types(records):
         rs = [r for r in records if r.task_type == t]
-        if rs:
-            per_type[t] = rate(sum(r.won for r in rs), len(rs))
+        per_type[t] = rate(sum(r.won for r in rs), len(rs))
+        if any(r.score is not None for r in rs):
+            per_type[t].update(score(rs))
     actions = sum(r.steps - r.thinks for r in records)
     llm_s = sum(r.llm_s for r in records)
     completion = sum(r.completion_tokens for r in records)
@@ -101,6 +134,9 @@ def summarize(records: Sequence[EpisodeRecord], name: str, policy: str, model: s
         "date": datetime.now(UTC).strftime("%Y-%m-%d"),
         "outcomes": outcomes(records),
     }
+    if any(r.score is not None for r in records):
+        summary.update(score(records))
+        summary["per_topic"] = per_topic(records)
     summary.update(extra or {})
     speed = summary.get("speed") or {}
     if speed.get("prompt_tokens_per_s") and speed.get("decode_tokens_per_s") and llm_s:
@@ -134,19 +170,39 @@ def pct_ci(entry: dict | None) -> str:
     return f"{pct(entry['success_rate'])} [{pct(low)}, {pct(high)}]"
 
 
+def _score_ci(entry: dict) -> str:
+    """``87.5 [75.0, 100.0]``: a mean score and its interval ("-" for none)."""
+    if entry.get("mean_score") is None:
+        return "-"
+    ci = entry.get("mean_score_ci95")
+    return f"{entry['mean_score']:.1f}" + (f" [{ci[0]:.1f}, {ci[1]:.1f}]" if ci else "")
+
+
 def summary_markdown(summary: dict) -> str:
     """The summary as a Markdown table (overall and per task type, success rates with 95% Wilson intervals)."""
     types = [t for t in TASK_TYPES if t in summary["per_type"]]
-    head = ("| run | n | success % [95% CI] | " + " | ".join(f"{t} (n)" for t in types)
-            + " | mean steps | invalid % | s/episode | peak RSS MB |")
-    sep = "|" + "---|" * (8 + len(types) - 1)
+    others = [t for t in summary["per_type"] if t not in TASK_TYPES]
+    if others:  # ScienceWorld's 30 task names: a table of their own below, not 30 columns
+        types = []
+    head = "| " + " | ".join(["run", "n", "success % [95% CI]", *(f"{t} (n)" for t in types), "mean steps",
+                              "invalid %", "s/episode", "peak RSS MB"]) + " |"
+    sep = "|" + "---|" * (7 + len(types))
     cells = [f"{pct_ci(summary['per_type'][t])} ({summary['per_type'][t]['n']})" for t in types]
-    row = (f"| {summary['name']} | {summary['n_episodes']} | {pct_ci(summary)} | " + " | ".join(cells) +
-           f" | {summary['mean_steps']:.1f} | {pct(summary['invalid_action_rate'])} | "
-           f"{summary['wall_s_per_episode']:.1f} | {summary['peak_rss_mb']:.0f} |")
+    row = "| " + " | ".join([summary["name"], str(summary["n_episodes"]), pct_ci(summary), *cells,
+                             f"{summary['mean_steps']:.1f}", pct(summary["invalid_action_rate"]),
+                             f"{summary['wall_s_per_episode']:.1f}", f"{summary['peak_rss_mb']:.0f}"]) + " |"
     lines = [f"# {summary['name']}", "",
              f"policy `{summary['policy']}`, model `{summary['model']}`, split `{summary['split']}`, "
              f"{summary['n_episodes']} episodes", "", head, sep, row]
+    if summary.get("mean_score") is not None:
+        lines += ["", f"Mean score (0-100, a failed task counts 0): {_score_ci(summary)} (95% bootstrap interval)."]
+    if others:
+        lines += ["", "| task type | n | success % [95% CI] | mean score [95% CI] |", "|---|---|---|---|"]
+        lines += [f"| {t} | {e['n']} | {pct_ci(e)} | {_score_ci(e)} |"
+                  for t, e in summary["per_type"].items() if t in others]
+    if summary.get("per_topic"):
+        lines += ["", "| topic | n | success % [95% CI] | mean score [95% CI] |", "|---|---|---|---|"]
+        lines += [f"| {t} | {e['n']} | {pct_ci(e)} | {_score_ci(e)} |" for t, e in summary["per_topic"].items()]
     speed = summary.get("speed")
     if speed:
         prefill = (f"prefill {speed['prompt_tokens_per_s']:.1f} tokens/s at {speed['prompt_tokens']} tokens"
