@@ -71,7 +71,8 @@ def report() -> Path:
         q8 = load_records(RUNS / student) if (RUNS / student).is_dir() else []
         if not q8:
             continue
-        f16 = load_records(f16_path)
+        played = {r.game_id for r in q8}
+        f16 = [r for r in load_records(f16_path) if r.game_id in played]  # the same games
         a, b = summarize(q8, f"{student}-q8_0", "llm", "smollm2-135m", "valid_unseen"), \
             summarize(f16, student, "llm", "smollm2-135m", "valid_unseen")
         rows.append({"student": student, "q8_0": {k: v for k, v in a.items() if k != "outcomes"},
@@ -85,8 +86,8 @@ def report() -> Path:
         "command": "python benchmarks/adapter_q8.py export && python benchmarks/adapter_q8.py eval && "
                    "python benchmarks/adapter_q8.py report", "rows": rows})
     lines = ["# Shipped LoRAs at q8_0", "", "valid_unseen, llama.cpp on 2 CPU cores, the committed f16 row's settings. "
-             "Paired: games won by the q8_0 row only / by the f16 row only, exact McNemar p; same: games whose "
-             "outcome is the same.", "",
+             "Both rows on the same games (the f16 row's records, of the games the q8_0 row has played). Paired: "
+             "games won by the q8_0 row only / by the f16 row only, exact McNemar p.", "",
              "| student | games | q8_0 % [95% CI] | f16 % [95% CI] | q8_0 only / f16 only | p |", "|---|---|---|---|---|---|"]
     for r in rows:
         c = r["paired"]
