@@ -2,7 +2,7 @@
 
     python benchmarks/compare_records.py RUN_A RUN_B [--json OUT]
 
-RUN_* are folders holding ``episodes.jsonl`` (plain or packed, ``.gz``) or the files themselves. Timings are ignored. Prints how many
+RUN_* are folders holding ``episodes.jsonl`` (plain or packed, ``.xz`` or ``.gz``) or the files themselves. Timings are ignored. Prints how many
 episodes are identical and, for the others, the first turn where they part, whether the model said the same
 up to and at that turn (``same_outputs``) and how A's output became its command there (``a_match``: e.g.
 ``closest`` for the free-mode substitution that issue 13 removed); ``--json`` writes the same as JSON.

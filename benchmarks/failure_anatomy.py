@@ -2,7 +2,7 @@
 
     python benchmarks/failure_anatomy.py RUN_DIR [RUN_DIR ...] [--out benchmarks/results/NAME]
 
-RUN_DIR holds ``episodes.jsonl`` (plain or packed, ``.gz``). Prints Markdown tables per run (lost games per
+RUN_DIR holds ``episodes.jsonl`` (plain or packed, ``.xz`` or ``.gz``). Prints Markdown tables per run (lost games per
 class, overall and per task type); ``--out`` also writes NAME.json (per run: n_episodes, n_lost, counts per
 class, per-type counts and every lost game with its class and facts) and NAME.md. Other scripts import it:
 from the repo root (tests) ``from benchmarks.failure_anatomy import anatomy, classify``; from a script in

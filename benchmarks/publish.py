@@ -6,8 +6,8 @@ results/<run name>.json and results/<run name>.md. For a pipeline
 output folder (with report.json), the records of the evaluation stages its report uses go to
 runs/<NAME or run name>/<stage>/ with the report's settings and artefacts (report_inputs.json), so that a clone
 has them, and the report is rebuilt from those published records into results/<NAME or run name>/ exactly as
-`duomem report runs/<NAME> --out results/<NAME>` does. Published records are packed (``episodes.jsonl.gz``,
-about 25x smaller; every reader takes both forms, and resuming a packed run unpacks it first):
+`duomem report runs/<NAME> --out results/<NAME>` does. Published records are packed (``episodes.jsonl.xz``,
+about 40x smaller; every reader takes the plain and packed forms, and resuming a packed run unpacks it first):
 `python benchmarks/publish.py --pack-only` packs every plain JSONL file under benchmarks/runs/.
 """
 

@@ -1,14 +1,16 @@
 """Durable files: append-only JSONL that survives a kill, and atomic whole-file writes.
 
-A finished JSONL file may be stored packed, gzipped beside its name (``episodes.jsonl.gz``; :func:`pack_jsonl`):
-that is how run records are committed (they compress about 25x). Every reader here takes either form, and
-appending to a packed file (resuming a committed run) unpacks it first, so a folder never holds both.
+A finished JSONL file may be stored packed beside its name: xz (``episodes.jsonl.xz``, what :func:`pack_jsonl`
+writes: run records compress about 40x) or gzip (``episodes.jsonl.gz``, how records were packed before and the
+shipped bank's memories still are). Every reader here takes each form, and appending to a packed file (resuming a
+committed run) unpacks it first, so a folder never holds two.
 """
 
 from __future__ import annotations
 
 import gzip
 import json
+import lzma
 import os
 import threading
 from pathlib import Path
@@ -36,26 +38,46 @@ def atomic_write_json(path: Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
-PACKED = ".gz"
+PACKED = ".xz"
+"""The suffix :func:`pack_jsonl` writes."""
+_UNPACK = {".xz": lzma.decompress, ".gz": gzip.decompress}
+"""Every packed form that is read, by suffix."""
+
+
+def packed_names(name: str) -> tuple[str, ...]:
+    """The names a JSONL file ``name`` may have packed: ``episodes.jsonl.xz``, ``episodes.jsonl.gz``."""
+    return tuple(name + suffix for suffix in _UNPACK)
 
 
 def packed_path(path: Path) -> Path:
-    """Where ``path`` is stored packed: ``episodes.jsonl`` -> ``episodes.jsonl.gz``."""
+    """Where ``path`` is stored packed: the packed file that exists, else where :func:`pack_jsonl` would write it
+    (``episodes.jsonl`` -> ``episodes.jsonl.xz``)."""
     path = Path(path)
-    return path.with_name(path.name + PACKED)
+    found = [path.with_name(name) for name in packed_names(path.name) if path.with_name(name).is_file()]
+    return found[0] if found else path.with_name(path.name + PACKED)
 
 
 def jsonl_exists(path: Path) -> bool:
     """Whether the JSONL file ``path`` exists, plain or packed."""
-    return Path(path).is_file() or packed_path(path).is_file()
+    return _stored(path) is not None
 
 
 def _stored(path: Path) -> Path | None:
-    """The file holding ``path``'s rows: the plain file, the packed one or None; both at once is an error."""
-    plain, gz = Path(path), packed_path(path)
-    if plain.is_file() and gz.is_file():
-        raise DataError(f"{plain} and {gz.name} both exist; keep one (the packed one if the run is finished)")
-    return plain if plain.is_file() else gz if gz.is_file() else None
+    """The file holding ``path``'s rows: the plain file, a packed one or None; two at once is an error."""
+    plain = Path(path)
+    found = [f for f in (plain, *(plain.with_name(n) for n in packed_names(plain.name))) if f.is_file()]
+    if len(found) > 1:
+        raise DataError(f"{' and '.join(f.name for f in found)} both exist in {plain.parent}; keep one (the packed "
+                        "one if the run is finished)")
+    return found[0] if found else None
+
+
+def _unpacked(stored: Path) -> bytes:
+    try:
+        return _UNPACK[stored.suffix](stored.read_bytes())
+    except (OSError, EOFError, lzma.LZMAError) as exc:
+        kind = "xz" if stored.suffix == ".xz" else "gzip"
+        raise DataError(f"{stored} is not a readable {kind} file ({exc}); restore or delete it") from exc
 
 
 def read_jsonl(path: Path, repair: bool = False) -> list[dict]:
@@ -65,11 +87,7 @@ def read_jsonl(path: Path, repair: bool = False) -> list[dict]:
     if stored is None:
         return []
     if stored != Path(path):
-        try:
-            raw = gzip.decompress(stored.read_bytes())
-        except (OSError, EOFError) as exc:
-            raise DataError(f"{stored} is not a readable gzip file ({exc}); restore or delete it") from exc
-        return _parse(raw, stored)
+        return _parse(_unpacked(stored), stored)
     return _parse(stored.read_bytes(), stored, repair)
 
 
@@ -121,25 +139,29 @@ class JsonlAppender:
 
 
 def pack_jsonl(path: Path) -> Path:
-    """Replace the plain JSONL file ``path`` with its packed form (gzip, no timestamp: the same rows give the same
-    bytes); returns the packed path. Nothing to do when it is packed already."""
-    plain, gz = Path(path), packed_path(path)
-    if not plain.is_file():
-        if gz.is_file():
-            return gz
+    """Replace the plain JSONL file ``path`` with its packed form (xz at its strongest preset; nothing in the format
+    depends on the time, so the same rows give the same bytes); returns the packed path. Nothing to do when it is
+    packed already (in either form)."""
+    plain = Path(path)
+    stored = _stored(plain)
+    if stored is None:
         raise DataError(f"{plain} does not exist")
+    if stored != plain:
+        return stored
     read_jsonl(plain)  # refuse to pack a broken file
-    data = gzip.compress(plain.read_bytes(), compresslevel=9, mtime=0)
-    tmp = gz.with_name(f".{gz.name}.{os.getpid()}.tmp")
+    out = plain.with_name(plain.name + PACKED)
+    data = lzma.compress(plain.read_bytes(), format=lzma.FORMAT_XZ, preset=9 | lzma.PRESET_EXTREME)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     tmp.write_bytes(data)
-    os.replace(tmp, gz)
+    os.replace(tmp, out)
     plain.unlink()
-    return gz
+    return out
 
 
 def unpack_jsonl(path: Path) -> None:
     """Turn a packed ``path`` back into the plain file (to append to it); nothing to do when it is plain."""
-    plain, gz = Path(path), packed_path(path)
-    if _stored(plain) == gz:
-        atomic_write_text(plain, gzip.decompress(gz.read_bytes()).decode())
-        gz.unlink()
+    plain = Path(path)
+    stored = _stored(plain)
+    if stored is not None and stored != plain:
+        atomic_write_text(plain, _unpacked(stored).decode())
+        stored.unlink()

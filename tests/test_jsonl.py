@@ -60,14 +60,15 @@ def test_a_broken_line_inside_the_file_is_an_error(tmp_path: Path):
 
 
 def test_packed_records_read_resume_and_pack_again(tmp_path: Path):
-    """Committed records are gzipped: read as they are, unpacked when a run resumes into them, packed again to the
-    same bytes; both forms at once is refused."""
+    """Committed records are packed (xz): read as they are, unpacked when a run resumes into them, packed again to
+    the same bytes; two forms at once is refused."""
     from duomem.jsonl import jsonl_exists, pack_jsonl, packed_path
 
     path = tmp_path / "episodes.jsonl"
     with JsonlAppender(path) as out:
         out.append({"a": 1})
     first = pack_jsonl(path).read_bytes()
+    assert packed_path(path).name == "episodes.jsonl.xz"
     assert not path.exists() and jsonl_exists(path) and read_jsonl(path) == [{"a": 1}]
     with JsonlAppender(path) as out:  # a resumed run appends to the plain file
         out.append({"a": 2})
@@ -85,10 +86,31 @@ def test_packed_records_read_resume_and_pack_again(tmp_path: Path):
     assert pack_jsonl(path).read_bytes() == first  # deterministic: no timestamp inside
 
 
-def test_a_damaged_packed_file_is_one_clear_error(tmp_path: Path):
-    from duomem.jsonl import packed_path
+def test_records_packed_with_gzip_are_read_resumed_and_stay_as_they_are(tmp_path: Path):
+    """Records packed before xz (gzip, ``episodes.jsonl.gz``) read and resume as they did; packing leaves them be,
+    and a resumed run's records are packed as xz."""
+    import gzip
+
+    from duomem.jsonl import jsonl_exists, pack_jsonl, packed_path
 
     path = tmp_path / "episodes.jsonl"
-    packed_path(path).write_bytes(b"not gzip")
-    with pytest.raises(DataError, match="not a readable gzip file"):
+    old = path.with_name("episodes.jsonl.gz")
+    old.write_bytes(gzip.compress(b'{"a": 1}\n', mtime=0))
+    assert jsonl_exists(path) and packed_path(path) == old and read_jsonl(path) == [{"a": 1}]
+    assert pack_jsonl(path) == old and old.is_file()
+    with JsonlAppender(path) as out:
+        out.append({"a": 2})
+    assert not old.exists() and pack_jsonl(path).name == "episodes.jsonl.xz"
+    assert read_jsonl(path) == [{"a": 1}, {"a": 2}]
+    old.write_bytes(b"")
+    with pytest.raises(DataError, match=r"episodes\.jsonl\.xz and episodes\.jsonl\.gz both exist"):
+        read_jsonl(path)
+
+
+@pytest.mark.parametrize("suffix", [".xz", ".gz"])
+def test_a_damaged_packed_file_is_one_clear_error(tmp_path: Path, suffix: str):
+    path = tmp_path / "episodes.jsonl"
+    path.with_name(path.name + suffix).write_bytes(b"not packed")
+    kind = "xz" if suffix == ".xz" else "gzip"
+    with pytest.raises(DataError, match=f"not a readable {kind} file"):
         read_jsonl(path)

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from duomem.agent.note import goal_types
 from duomem.envs.base import TaskSpec
 from duomem.errors import ConfigError, DataError
-from duomem.jsonl import atomic_write_json, atomic_write_text, jsonl_exists, packed_path, read_jsonl
+from duomem.jsonl import atomic_write_json, atomic_write_text, jsonl_exists, packed_names, read_jsonl
 from duomem.memory.embed import BM25Index, Embedder, load_embedder
 from duomem.memory.entry import MEMORY_FORMATS, MemoryEntry, MemoryFormat
 from duomem.memory.priors import PRIORS_ID, count_found, found_in, priors_text, where_found
@@ -39,7 +39,7 @@ task's own game: the evaluation default), ``task`` (from any trial of the same t
 
 
 def bank_size_bytes(path: Path) -> int:
-    names = (MEMORIES, packed_path(Path(MEMORIES)).name, EMBEDDINGS, MANIFEST)
+    names = (MEMORIES, *packed_names(MEMORIES), EMBEDDINGS, MANIFEST)
     return sum(f.stat().st_size for f in Path(path).glob("*") if f.is_file() and f.name in names)
 
 
@@ -60,7 +60,8 @@ class MemoryBank:
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path / MEMORIES, "".join(e.model_dump_json() + "\n" for e in entries))
-        packed_path(path / MEMORIES).unlink(missing_ok=True)  # a packed copy of an earlier bank here
+        for name in packed_names(MEMORIES):  # a packed copy of an earlier bank here
+            (path / name).unlink(missing_ok=True)
         embeddings = None
         if embedder is not None:
             embeddings = embedder.embed([e.goal for e in entries]) if entries else np.zeros((0, 1), np.float32)
