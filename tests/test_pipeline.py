@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -145,19 +146,24 @@ def test_whole_pipeline_runs_caches_and_resumes(duomem_home: Path, smollm2: str,
     assert "teacher_collect" not in executed and "generate" not in executed
 
 
+def _student_collect_path(tmp_path: Path, overrides: list[str]) -> str:
+    """Where a small pipeline with ``overrides`` keeps its student collection (a report-only run names the stage it
+    has not run)."""
+    from duomem.pipeline.run import Pipeline
+
+    path = tmp_path / "c.yaml"
+    path.write_text(f"output: {tmp_path / 'out'}\ndata: {{student_train_games: 2}}\n")
+    pipe = Pipeline(load_config(path, overrides), show_progress=False, report_only=True)
+    with pytest.raises(ConfigError, match="student_collect has not finished") as err:
+        pipe.collect_student()
+    return str(err.value).split("(")[1].split(")")[0]
+
+
 def test_split_backends_keep_the_collected_stages(prepared: Path, tmp_path: Path):
     """Collect on one backend (e.g. batched on a GPU), evaluate on another: `student.collect_backend` keeps the
     student-collection key of the run that collected, so nothing is collected again; a report-only run names the
     stage that has not finished instead of running it."""
-    from duomem.pipeline.run import Pipeline
-
-    def collect_path(overrides: list[str]) -> str:
-        path = tmp_path / "c.yaml"
-        path.write_text(f"output: {tmp_path / 'out'}\ndata: {{student_train_games: 2}}\n")
-        pipe = Pipeline(load_config(path, overrides), show_progress=False, report_only=True)
-        with pytest.raises(ConfigError, match="student_collect has not finished") as err:
-            pipe.collect_student()
-        return str(err.value).split("(")[1].split(")")[0]
+    collect_path = partial(_student_collect_path, tmp_path)
 
     gpu = collect_path(["eval.backend=transformers", "eval.device=cuda", "eval.batch=64"])
     on_device = collect_path(["student.collect_backend=transformers"])
@@ -212,7 +218,6 @@ def test_bank_and_collection_keys_come_from_the_settings(tmp_path: Path):
     again (no hand-picked fields to forget)."""
     from duomem.eval.spec import KEY_VERSION
     from duomem.pipeline.config import MemoryConfig
-    from duomem.pipeline.run import Pipeline
 
     memory = MemoryConfig()
     key = memory.bank_fields()
@@ -223,13 +228,7 @@ def test_bank_and_collection_keys_come_from_the_settings(tmp_path: Path):
     for update in ({"top_k": 4}, {"retrieval": "same_type"}, {"show_format": "script"}):
         assert memory.model_copy(update=update).bank_fields() == key, update
 
-    def collect_path(overrides: list[str]) -> str:
-        path = tmp_path / "c.yaml"
-        path.write_text(f"output: {tmp_path / 'out'}\ndata: {{student_train_games: 2}}\n")
-        pipe = Pipeline(load_config(path, overrides), show_progress=False, report_only=True)
-        with pytest.raises(ConfigError, match="student_collect has not finished") as err:
-            pipe.collect_student()
-        return str(err.value).split("(")[1].split(")")[0]
+    collect_path = partial(_student_collect_path, tmp_path)
 
     base = collect_path([])
     for override in ("student.n_ctx=4096", "eval.action_selection=score", "student.fewshot=heldout", "seed=1"):
