@@ -1,37 +1,63 @@
 #!/usr/bin/env bash
-# On the GPU machine (benchmarks/students.py): STUDENT ROW... Call once per .carry/sN folder that
-# `students.py stage` wrote, in order, with `carry: [".carry/sN"]`; each call stashes its folder in /root/stage,
-# and the call carrying the folder with the wheels joins the model, installs and trains the rows side by side.
-# Each row's adapter.gguf and training.json come back in $OUT as <row>.adapter.gguf and <row>.training.json.
+# The student-size benchmark on the lent GPU machine (benchmarks/students.py; benchmarks/README section 14).
+# Work runs in the background (setsid: it outlives the call) while short calls move the model and watch:
+#   setup STUDENT ROW...  call once per folder `students.py stage` wrote (.carry/s0 ... sN, and .carry/e0 in any
+#                         call), with `carry: [".carry/sK"]`: each is stashed in /root/stage; once every part is
+#                         there the model is joined and checked, the wheels, duomem, the SFT sets of ROW..., the
+#                         ALFWorld archives and the query-embedding cache are installed
+#   train STUDENT ROW...  train the rows' LoRAs side by side (logs in /root/logs)
+#   eval STUDENT ROWS     play the rows (comma-separated; all of valid_unseen in one batch each, transformers,
+#                         bf16) side by side; records in /root/evals/<student>-valid_unseen/<row>-free-transformers
+#   watch SECONDS         wait (at most SECONDS, less once nothing runs), then report progress and put the finished
+#                         adapters (<row>.adapter.gguf, <row>.training.json) and every record folder (records.tgz)
+#                         in $OUT
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
-student=$1; shift
-S=/root/stage; mkdir -p $S
-for d in .carry/s*; do [ -d "$d" ] && cp -r "$d"/. $S/; done
-[ -d $S/wheels ] || { ls $S; exit 0; }  # a part only: stashed
-t0=$(date +%s)
-python scripts/parts.py join $S --out $S/model.gguf || exit 1
-python -m pip install -q --no-index --no-deps $S/wheels/*.whl || exit 1
-python -m pip install -q --no-deps --no-build-isolation -e . || exit 1
-home=$(python -c "from duomem import settings; print(settings.duomem_home())")/models; mkdir -p $home
-sha=$(python -c "from duomem.llm.registry import PACKAGED; print(PACKAGED['$student'].sha256)")
-mv $S/model.gguf $home/$student.gguf && printf %s "$sha" > $home/$student.sha256
-for row in "$@"; do
-  d=runs/students/$student/sft/$row; mkdir -p $d
-  gunzip -c $S/$row.jsonl.gz > $d/train.jsonl && cp $S/$row.dataset.json $d/dataset.json
-done
-echo "set-up $(( $(date +%s) - t0 )) s"; nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv
-( while sleep 20; do nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader; done ) > $OUT/gpu.log &
-pids=()
-for row in "$@"; do
-  (cd benchmarks && python students.py train --student $student --rows $row --device cuda ${STOP:+--stop-after $STOP}) \
-    > $OUT/train-$row.log 2>&1 &
-  pids+=($!)
-done
-wait "${pids[@]}"
-for row in "$@"; do
-  o=runs/students/$student/lora/$row
-  grep -a -v "it/s\]\|s/it\]" $OUT/train-$row.log | tail -3
-  for f in adapter.gguf training.json; do [ -f $o/$f ] && cp $o/$f $OUT/$row.$f; done
-done
-echo "total $(( $(date +%s) - t0 )) s"; ls -la $OUT
+S=/root/stage L=/root/logs E=/root/evals
+mkdir -p $S $L $E
+verb=$1; shift
+running() { pgrep -f "students.py (train|eval)" > /dev/null; }
+case $verb in
+setup)
+  student=$1; shift
+  for d in .carry/s* .carry/e0; do [ -d "$d" ] && cp -r "$d"/. $S/; done
+  [ -f $S/*.parts.json ] && [ -d $S/wheels ] && [ -f $S/minilm.jsonl ] || { ls $S; exit 0; }  # stashed only
+  t0=$(date +%s)
+  python scripts/parts.py join $S --out $S/model.gguf || exit 1
+  python -m pip install -q --no-index --no-deps $S/wheels/*.whl || exit 1
+  python -m pip install -q --no-deps --no-build-isolation -e . || exit 1
+  home=$(python -c "from duomem import settings; print(settings.duomem_home())")
+  mkdir -p $home/models $home/cache/embeddings && cp $S/minilm.jsonl $home/cache/embeddings/
+  sha=$(python -c "from duomem.llm.registry import PACKAGED; print(PACKAGED['$student'].sha256)")
+  mv $S/model.gguf $home/models/$student.gguf && printf %s "$sha" > $home/models/$student.sha256
+  for row in "$@"; do
+    d=runs/students/$student/sft/$row; mkdir -p $d
+    gunzip -c $S/$row.jsonl.gz > $d/train.jsonl && cp $S/$row.dataset.json $d/dataset.json
+  done
+  duomem data prepare --source $S --splits valid_seen,valid_unseen --verify none || exit 1
+  echo "set-up $(( $(date +%s) - t0 )) s"; nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv ;;
+train)
+  student=$1; shift
+  for row in "$@"; do
+    (cd benchmarks && setsid nohup python students.py train --student $student --rows $row --device cuda \
+      > $L/train-$row.log 2>&1 < /dev/null &)
+  done ;;
+eval)
+  student=$1 rows=$2
+  n=$(python -c "from duomem.envs.alfworld_data import load_tasks; print(len(load_tasks('valid_unseen')))")
+  for row in ${rows//,/ }; do
+    (cd benchmarks && setsid nohup python students.py eval --student $student --rows $row --backend transformers \
+      --device cuda --batch $n --runs $E > $L/eval-$row.log 2>&1 < /dev/null &)
+  done ;;
+watch)
+  end=$(( $(date +%s) + $1 ))
+  while running && [ $(date +%s) -lt $end ]; do sleep 5; done
+  nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader
+  for f in $L/*.log; do echo "== $f"; tr '\r' '\n' < $f | grep -a -v "^\s*$" | tail -2; done
+  for d in $E/*/*/; do echo "$d $(cat $d/episodes.jsonl 2>/dev/null | wc -l) episodes"; done
+  for o in runs/students/*/lora/*/; do
+    row=$(basename $o)
+    for f in adapter.gguf training.json; do [ -f $o/$f ] && cp $o/$f $OUT/$row.$f; done
+  done
+  (cd $E && tar czf $OUT/records.tgz .) ;;
+esac

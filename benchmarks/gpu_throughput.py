@@ -47,10 +47,11 @@ def _device() -> dict:
     return {"device": "cpu", "name": platform.processor() or platform.machine(), "bf16_peak_tflops": None, "count": 0}
 
 
-def _merge(part: str, data: dict) -> None:
-    results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"benchmark": "gpu throughput (issue 26)"}
+def _merge(part: str, data: dict, path: Path = RESULTS) -> None:
+    """Add one measured row to ``path`` (JSON) and its Markdown twin."""
+    results = json.loads(path.read_text()) if path.is_file() else {"benchmark": "gpu throughput (issue 26)"}
     results.setdefault(part, {})[data.pop("key")] = data
-    atomic_write_json(RESULTS, results)
+    atomic_write_json(path, results)
     lines = ["# GPU throughput", "", "Written by `python benchmarks/gpu_throughput.py PART ...`; each row names its "
              "command, device and date.", ""]
     for name, rows in results.items():
@@ -61,7 +62,7 @@ def _merge(part: str, data: dict) -> None:
             figures = ", ".join(f"{k} {v}" for k, v in row.get("figures", {}).items())
             lines.append(f"| {key} | {figures} | {row.get('device', {}).get('name', '-')} | {row.get('date', '-')} |")
         lines.append("")
-    atomic_write_text(RESULTS.with_suffix(".md"), "\n".join(lines))
+    atomic_write_text(path.with_suffix(".md"), "\n".join(lines))
 
 
 def train(sft: Path, model: str, steps: int, batch_size: int, grad_accum: int, out: Path) -> dict:
@@ -129,7 +130,16 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--out", type=Path, default=None)
     sub.add_parser("tree")
+    p = sub.add_parser("merge", help="add the rows of a results file written elsewhere (--results on a GPU machine)")
+    p.add_argument("file", type=Path)
+    for p in sub.choices.values():
+        p.add_argument("--results", type=Path, default=RESULTS, help="the JSON file the figures go to")
     args = ap.parse_args()
+    if args.part == "merge":
+        for part, rows in json.loads(args.file.read_text()).items():
+            for key, row in rows.items() if isinstance(rows, dict) else ():
+                _merge(part, {"key": key, **row}, args.results)
+        return
     if args.part == "train":
         data = train(args.sft, args.model, args.steps, args.batch_size, args.grad_accum, args.out)
     elif args.part == "play":
@@ -138,8 +148,8 @@ def main() -> None:
     else:
         data = tree()
     key = data["key"]
-    _merge(args.part, data)
-    print(f"{key}: {json.loads(RESULTS.read_text())[args.part][key]['figures']}")
+    _merge(args.part, data, args.results)
+    print(f"{key}: {json.loads(args.results.read_text())[args.part][key]['figures']}")
 
 
 if __name__ == "__main__":

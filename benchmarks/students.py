@@ -150,25 +150,43 @@ def stage(student: str, wheels: Path | None, rows: list[str]) -> list[Path]:
     return folders
 
 
-def records(student: str, split: str, row: str, actions: str) -> Path:
-    return HERE / "runs" / f"{student}-{split}" / f"{row}-{actions}"
+def records(student: str, split: str, row: str, actions: str, backend: str = "llamacpp", runs: Path = HERE / "runs") -> Path:
+    """A row's records: ``<row>-<actions>`` (llama.cpp on CPU cores) or ``<row>-<actions>-transformers``."""
+    suffix = "" if backend == "llamacpp" else f"-{backend}"
+    return runs / f"{student}-{split}" / f"{row}-{actions}{suffix}"
 
 
-def evaluate(student: str, split: str, rows: list[str], actions: str, workers: int, games: int | None) -> None:
+def evaluate(student: str, split: str, rows: list[str], actions: str, workers: int, games: int | None,
+             backend: str = "llamacpp", device: str = "cpu", batch: int = 1,
+             runs: Path = HERE / "runs") -> list[subprocess.Popen]:
+    """Play ``rows``; with the transformers backend (a GPU, ``batch`` episodes stepped together) the rows play side
+    by side as processes of their own and are returned running; llama.cpp rows play one after another."""
+    running = []
     for row in rows:
         r = ROWS[row]
-        cmd = ["duomem", "eval", "--model", student, "--split", split, "--actions", actions, "--workers",
-               str(workers), "--out", _rel(records(student, split, row, actions)), "--name", f"{row}-{actions}",
-               "--no-progress"]
+        name = records(student, split, row, actions, backend, runs)
+        cmd = ["duomem", "eval", "--model", student, "--split", split, "--actions", actions, "--out",
+               _rel(name) if name.is_relative_to(ROOT) else str(name),
+               "--name", name.name, "--no-progress"]
+        if backend == "llamacpp":
+            cmd += ["--workers", str(workers)]
+        else:
+            cmd += ["--backend", backend, "--device", device, "--batch", str(batch)]
         if r["lora"]:
-            cmd += ["--adapter", _rel(lora_dir(student, row) / "adapter.gguf"),
-                    "--shots", str(STUDENTS[student]["lora_shots"])]
+            # llama.cpp reads the exported GGUF LoRA; transformers the trained peft folder itself
+            adapter = lora_dir(student, row)
+            adapter = adapter / "adapter.gguf" if backend == "llamacpp" else adapter
+            cmd += ["--adapter", _rel(adapter), "--shots", str(STUDENTS[student]["lora_shots"])]
         if r["memory"]:
             cmd += ["--memory", _rel(BANK), "--top-k", "2"]
         if games:
             cmd += ["--games", str(games)]
         print(" ".join(cmd), flush=True)
-        subprocess.run(cmd, check=True, cwd=ROOT)
+        if backend == "llamacpp":
+            subprocess.run(cmd, check=True, cwd=ROOT)
+        else:
+            running.append(subprocess.Popen(cmd, cwd=ROOT))
+    return running
 
 
 def main() -> None:
@@ -185,6 +203,10 @@ def main() -> None:
     sub.choices["eval"].add_argument("--actions", default="free", choices=("free", "score"))
     sub.choices["eval"].add_argument("--workers", type=int, default=2)
     sub.choices["eval"].add_argument("--games", type=int, default=None)
+    sub.choices["eval"].add_argument("--backend", default="llamacpp", choices=("llamacpp", "transformers"))
+    sub.choices["eval"].add_argument("--device", default="cpu")
+    sub.choices["eval"].add_argument("--batch", type=int, default=1, help="transformers: episodes stepped together")
+    sub.choices["eval"].add_argument("--runs", type=Path, default=HERE / "runs", help="where record folders go")
     p = sub.add_parser("stage")
     p.add_argument("--student", required=True, choices=STUDENTS)
     p.add_argument("--rows", default="lora,duomem")
@@ -207,7 +229,10 @@ def main() -> None:
     elif args.command == "train":
         train(args.student, rows, args.device, args.stop_after, args.max_steps)
     else:
-        evaluate(args.student, args.split, rows, args.actions, args.workers, args.games)
+        running = evaluate(args.student, args.split, rows, args.actions, args.workers, args.games, args.backend,
+                           args.device, args.batch, args.runs)
+        if any(p.wait() for p in running):
+            sys.exit(1)
 
 
 REFERENCE = {

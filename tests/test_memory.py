@@ -132,3 +132,20 @@ def test_self_memory_includes_failures(tmp_path: Path):
     assert [t.sample for t in select_trajectories(trajs, include_failures=False)] == [2]
     chosen = select_trajectories(trajs, include_failures=True)
     assert [(t.game_id, t.won) for t in chosen] == [("a", True), ("b", False)]
+
+
+def test_query_embeddings_are_cached_bit_for_bit(needs_torch, tmp_path: Path):
+    """A text embedded once is read back from the on-disk cache, exactly, by a fresh embedder that never loads the
+    model (the GPU machine plays memory rows with the cache alone)."""
+    from duomem.memory.embed import CachedEmbedder, SentenceTransformerEmbedder
+
+    texts = list(HELD_OUT.values())
+    first = CachedEmbedder("minilm", tmp_path)
+    vectors = first.embed(texts + texts[:1])
+    assert vectors.shape == (len(texts) + 1, 384) and np.array_equal(vectors[0], vectors[-1])
+    assert np.array_equal(vectors[:-1], SentenceTransformerEmbedder("minilm").embed(texts))
+    again = CachedEmbedder("minilm", tmp_path)
+    assert np.array_equal(again.embed(texts[::-1]), vectors[:-1][::-1]) and again._model is None
+    assert len((tmp_path / "minilm.jsonl").read_text().splitlines()) == len(texts)
+    with pytest.raises(Exception, match="unknown embedder"):
+        CachedEmbedder("nope", tmp_path)

@@ -3,13 +3,17 @@ or none (BM25 over the task descriptions, which needs no torch)."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from functools import lru_cache
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
 from duomem import settings
 from duomem.errors import ModelError
+from duomem.jsonl import JsonlAppender, read_jsonl
 
 DEFAULT_EMBEDDER = "minilm"
 
@@ -56,10 +60,42 @@ class SentenceTransformerEmbedder:
         return np.asarray(vectors, dtype=np.float32)
 
 
+class CachedEmbedder:
+    """An embedder whose vectors are kept on disk (``DUOMEM_HOME/cache/embeddings/<name>.jsonl``, one line per text,
+    keyed by its sha256): a text embedded once, by any run, is read back bit for bit, and the model itself is
+    loaded only when a text is new. A rerun or another row on the same games (their task descriptions are the
+    queries) thus needs neither the embedder's weights nor its library - as on a GPU machine that has neither."""
+
+    def __init__(self, name: str, folder: Path | None = None) -> None:
+        if name != DEFAULT_EMBEDDER and not name.startswith("hf:"):
+            raise ModelError(f"unknown embedder {name!r}; use minilm, hf:ORG/NAME or bm25")
+        self.name = name
+        folder = folder or settings.duomem_home() / "cache" / "embeddings"
+        self.path = folder / f"{name.replace('/', '--').replace(':', '-')}.jsonl"
+        self._known = {r["sha256"]: r["vector"] for r in read_jsonl(self.path)}
+        self._model: Embedder | None = None
+
+    @staticmethod
+    def key(text: str) -> str:
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        keys = [self.key(t) for t in texts]
+        new = sorted({k: t for k, t in zip(keys, texts, strict=True) if k not in self._known}.items())
+        if new:
+            self._model = self._model or SentenceTransformerEmbedder(self.name)
+            vectors = self._model.embed([t for _, t in new])
+            with JsonlAppender(self.path) as out:
+                for (k, _), v in zip(new, vectors, strict=True):
+                    self._known[k] = base64.b64encode(np.asarray(v, dtype="<f4").tobytes()).decode()
+                    out.append({"sha256": k, "vector": self._known[k]})
+        return np.stack([np.frombuffer(base64.b64decode(self._known[k]), dtype="<f4") for k in keys])
+
+
 @lru_cache(maxsize=4)
 def load_embedder(name: str) -> Embedder:
-    """The embedder called ``name``, loaded once per process."""
-    return SentenceTransformerEmbedder(name)
+    """The embedder called ``name``, loaded once per process (lazily, behind its on-disk cache)."""
+    return CachedEmbedder(name)
 
 
 def neural_retrieval_available() -> bool:
