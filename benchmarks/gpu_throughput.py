@@ -105,6 +105,36 @@ def play(student: str, split: str, actions: str, batch: int, workers: int, out: 
             "command": " ".join(cmd), "records": str(out), "figures": figures}
 
 
+def from_records(folder: Path, against: Path | None, note: str) -> dict:
+    """A played row's figures read off its records (so they can be recomputed from committed records): games
+    won, the row's wall time (first episode's start to last episode's end, the model's loading excluded),
+    episodes per hour, mean seconds per episode in the model and in the game; paired with ``against``."""
+    from duomem.eval.runner import load_records
+    from duomem.eval.stats import compare
+
+    records = load_records(folder)
+    starts = [r.ended_at - r.wall_s for r in records]
+    wall = max(r.ended_at for r in records) - min(starts)
+    figures: dict = {"episodes": len(records), "won": sum(r.won for r in records),
+                     "episodes_per_h": round(3600 * len(records) / wall), "row_wall_s": round(wall, 1),
+                     "llm_s_per_episode": round(sum(r.llm_s for r in records) / len(records), 1),
+                     "env_s_per_episode": round(sum(r.env_s for r in records) / len(records), 1)}
+    if against is not None:
+        c = compare({r.game_id: r.won for r in records}, {r.game_id: r.won for r in load_records(against)})
+        figures.update(vs_only_this=c["a_only"], vs_only_other=c["b_only"], vs_p=round(c["p_value"], 4),
+                       vs=_rel(against))
+    spec = json.loads((folder / "run.json").read_text())["spec"]
+    return {"key": f"records {_rel(folder)}", "device": {"name": note}, "date": time.strftime("%Y-%m-%d"),
+            "command": f"python benchmarks/gpu_throughput.py records {_rel(folder)}"
+                       + (f" --against {_rel(against)}" if against else ""),
+            "model": spec["model"], "backend": spec["backend"], "batch": spec["batch"], "figures": figures}
+
+
+def _rel(path: Path) -> str:
+    path = path.resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
 def tree() -> dict:
     names = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
     total = sum((ROOT / n).stat().st_size for n in names.decode().split("\0") if n and (ROOT / n).is_file())
@@ -130,6 +160,10 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--out", type=Path, default=None)
     sub.add_parser("tree")
+    p = sub.add_parser("records", help="a played row's figures from its records (episodes/h, paired test)")
+    p.add_argument("folder", type=Path)
+    p.add_argument("--against", type=Path, default=None, help="a record folder of the same games to pair with")
+    p.add_argument("--device-note", default="-", help="where and beside what the row was played")
     p = sub.add_parser("merge", help="add the rows of a results file written elsewhere (--results on a GPU machine)")
     p.add_argument("file", type=Path)
     for p in sub.choices.values():
@@ -145,6 +179,8 @@ def main() -> None:
     elif args.part == "play":
         out = args.out or ROOT / "runs" / "gpu-throughput" / f"{args.student}-{args.split}-{args.actions}"
         data = play(args.student, args.split, args.actions, args.batch, args.workers, out)
+    elif args.part == "records":
+        data = from_records(args.folder, args.against, args.device_note)
     else:
         data = tree()
     key = data["key"]

@@ -21,6 +21,7 @@ valid_unseen.
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -245,6 +246,23 @@ REFERENCE = {
 }
 """The 135M's committed valid_unseen rows with the same settings (its LoRAs: the shipped students, two few-shot
 examples), read from their own benchmarks."""
+BACKENDS = {
+    "llamacpp": "llama.cpp on 2 CPU cores (the packaged Q4_K_M GGUF, the LoRA as a GGUF adapter), one thread per "
+                "worker process",
+    "transformers": "transformers on one H200 (the GGUF dequantised to bf16, the peft LoRA merged), every game of "
+                    "the split stepped together, one batched generate per step",
+}
+TRAINED = HERE / "runs" / "students"
+"""Each trained row's ``training.json`` as ``<student>/<row>.training.json`` (the adapters stay out of the tree)."""
+
+
+def training() -> dict[tuple[str, str], dict]:
+    found = {}
+    for path in sorted(TRAINED.glob("*/*.training.json")):
+        found[(path.parent.name, path.name.split(".")[0])] = json.loads(path.read_text())
+    return found
+
+
 PAPER = "Qwen3-4B (DuoMem abstract): no memory 4.3, own memory 55.0, + teacher memory 56.4, + LoRA 72.1, DuoMem 77.9"
 
 
@@ -258,39 +276,50 @@ def report(split: str = "valid_unseen") -> Path:
 
     rows = []
     for student in ("smollm2-135m", *STUDENTS):
-        for actions in ("free", "score"):
-            for row in ROWS:
-                path = REFERENCE.get((student, row, actions), records(student, split, row, actions))
-                found = load_records(path) if path.is_dir() else []
-                if found:
-                    summary = summarize(found, f"{row}-{actions}", "llm", student, split)
-                    rows.append({"student": student, "row": row, "actions": actions, "records": _rel(path),
-                                 "complete": len(found) >= N_PLANNED[split], "summary": summary})
+        for backend in BACKENDS:
+            for actions in ("free", "score"):
+                for row in ROWS:
+                    path = records(student, split, row, actions, backend)
+                    if backend == "llamacpp":
+                        path = REFERENCE.get((student, row, actions), path)
+                    found = load_records(path) if path.is_dir() else []
+                    if found:
+                        summary = summarize(found, f"{row}-{actions}", "llm", student, split)
+                        rows.append({"student": student, "row": row, "actions": actions, "backend": backend,
+                                     "records": _rel(path), "complete": len(found) >= N_PLANNED[split],
+                                     "summary": summary})
     pairs = {"teacher_memory": "nomem", "duomem": "lora"}
+    same = ("student", "actions", "backend")
     for r in rows:
-        ref = next((x for x in rows if (x["student"], x["actions"]) == (r["student"], r["actions"])
-                    and x["row"] == pairs.get(r["row"])), None)
+        ref = next((x for x in rows if all(x[k] == r[k] for k in same) and x["row"] == pairs.get(r["row"])), None)
         if ref is not None:
             r["paired"] = {"against": ref["row"], **compare(r["summary"]["outcomes"], ref["summary"]["outcomes"])}
     atomic_write_json(RESULTS / "students.json", {
         "benchmark": "student sizes (issue 29)", "split": split, "paper": PAPER,
         "command": "python benchmarks/students.py eval --student STUDENT --rows ROWS [--actions score]; ... report",
-        "students": STUDENTS, "hardware": "llama.cpp, 2 CPU cores, one thread per worker process",
+        "students": STUDENTS, "backends": BACKENDS, "training": {f"{s}/{r}": t for (s, r), t in training().items()},
         "rows": [{**r, "summary": {k: v for k, v in r["summary"].items() if k != "outcomes"}} for r in rows]})
     lines = ["# Student sizes (issue 29)", "",
-             f"{split}, llama.cpp on 2 CPU cores, greedy, 50 steps. Rows without LoRA: the packaged model with two "
-             "few-shot examples; teacher memory: the shipped bank, top-2. Paired: games won by this row only / by "
-             "the row it is set against (teacher memory against no memory, DuoMem against LoRA only), exact McNemar "
-             f"p, on the games both played. Paper: {PAPER}.", "",
-             "| student | row | actions | games | success % [95% CI] | paired | p | s/episode | peak RSS MB |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             f"{split}, greedy, 50 steps. Backends: {'; '.join(f'`{k}`: {v}' for k, v in BACKENDS.items())}. "
+             "Rows without LoRA: the packaged model with two few-shot examples; teacher memory: the shipped bank, "
+             "top-2. Paired: games won by this row only / by the row it is set against (teacher memory against no "
+             "memory, DuoMem against LoRA only; same student, play and backend), exact McNemar p, on the games both "
+             f"played. Paper: {PAPER}.", "",
+             "| student | row | actions | backend | games | success % [95% CI] | paired | p | s/episode | "
+             "peak RSS MB |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         s, c = r["summary"], r.get("paired")
         n = f"{s['n_episodes']}" + ("" if r["complete"] else f" of {N_PLANNED[split]} (partial)")
         vs = f"{c['a_only']} / {c['b_only']} vs {c['against']} ({c['n_games']} games)" if c else "-"
         p = f"{c['p_value']:.3f}" if c else "-"
-        lines.append(f"| {r['student']} | {r['row']} | {r['actions']} | {n} | {pct_ci(s)} | {vs} | {p} | "
+        lines.append(f"| {r['student']} | {r['row']} | {r['actions']} | {r['backend']} | {n} | {pct_ci(s)} | {vs} | {p} | "
                      f"{s['wall_s_per_episode']:.0f} | {round(s['peak_rss_mb']) if s['peak_rss_mb'] else '-'} |")
+    lines += ["", "s/episode: one episode's wall time; a batched row plays all its games at once (its throughput: "
+              "`results/gpu-throughput.md`). Training (`runs/students/<student>/<row>.training.json`):", "",
+              "| student | row | examples | epochs | steps | tokens/s | wall s | device |", "|---|---|---|---|---|---|---|---|"]
+    for (student, row), t in training().items():
+        lines.append(f"| {student} | {row} | {t['examples']} | {t['epochs']} | {t['steps']} | "
+                     f"{t['train_tokens_per_s']:,.0f} | {t['wall_s']:.0f} | {t.get('hardware', t.get('device', '-'))} |")
     atomic_write_text(RESULTS / "students.md", "\n".join(lines) + "\n")
     return RESULTS / "students.md"
 
