@@ -108,7 +108,9 @@ def play(student: str, split: str, actions: str, batch: int, workers: int, out: 
 def from_records(folder: Path, against: Path | None, note: str) -> dict:
     """A played row's figures read off its records (so they can be recomputed from committed records): games
     won, the row's wall time (first episode's start to last episode's end, the model's loading excluded),
-    episodes per hour, mean seconds per episode in the model and in the game; paired with ``against``."""
+    episodes per hour, mean seconds per episode in the model and in the game, and the model's share of the row's
+    wall (a batched generate's time is split over the episodes it decided for, so the episodes' model seconds add
+    up to the time the row spent generating); paired with ``against``."""
     from duomem.eval.runner import load_records
     from duomem.eval.stats import compare
 
@@ -118,7 +120,8 @@ def from_records(folder: Path, against: Path | None, note: str) -> dict:
     figures: dict = {"episodes": len(records), "won": sum(r.won for r in records),
                      "episodes_per_h": round(3600 * len(records) / wall), "row_wall_s": round(wall, 1),
                      "llm_s_per_episode": round(sum(r.llm_s for r in records) / len(records), 1),
-                     "env_s_per_episode": round(sum(r.env_s for r in records) / len(records), 1)}
+                     "env_s_per_episode": round(sum(r.env_s for r in records) / len(records), 1),
+                     "model_share_of_wall": round(sum(r.llm_s for r in records) / wall, 2)}
     if against is not None:
         c = compare({r.game_id: r.won for r in records}, {r.game_id: r.won for r in load_records(against)})
         figures.update(vs_only_this=c["a_only"], vs_only_other=c["b_only"], vs_p=round(c["p_value"], 4),
