@@ -28,6 +28,8 @@ from pathlib import Path
 
 from search_context import BANK, demonstrations
 
+from duomem.jsonl import atomic_write_json
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 WORK = ROOT / "runs" / "students"
@@ -94,6 +96,23 @@ def train(student: str, rows: list[str], device: str, stop_after: float | None, 
         subprocess.run(cmd, check=True)
         if (out / "adapter_model.safetensors").is_file() and not (out / "adapter.gguf").is_file():
             subprocess.run(["duomem", "distill", "export", "--adapter", str(out)], check=True)
+        keep_training_record(student, row)
+
+
+def keep_training_record(student: str, row: str) -> Path | None:
+    """The row's ``training.json``, with its exported adapter's size and sha256, as
+    ``runs/students/<student>/<row>.training.json`` (committed; the adapter itself may be too large to be)."""
+    from duomem.llm.registry import file_sha256
+
+    out = lora_dir(student, row)
+    if not (out / "training.json").is_file() or not (out / "adapter.gguf").is_file():
+        return None
+    meta = json.loads((out / "training.json").read_text())
+    meta["adapter_gguf"] = {"bytes": (out / "adapter.gguf").stat().st_size, "sha256": file_sha256(out / "adapter.gguf")}
+    path = TRAINED / student / f"{row}.training.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, meta)
+    return path
 
 
 def device_wheels(out: Path) -> Path:
@@ -272,7 +291,7 @@ def report(split: str = "valid_unseen") -> Path:
     from duomem.eval.runner import load_records
     from duomem.eval.stats import compare
     from duomem.eval.summary import pct_ci, summarize
-    from duomem.jsonl import atomic_write_json, atomic_write_text
+    from duomem.jsonl import atomic_write_text
 
     rows = []
     for student in ("smollm2-135m", *STUDENTS):
@@ -316,10 +335,17 @@ def report(split: str = "valid_unseen") -> Path:
                      f"{s['wall_s_per_episode']:.0f} | {round(s['peak_rss_mb']) if s['peak_rss_mb'] else '-'} |")
     lines += ["", "s/episode: one episode's wall time; a batched row plays all its games at once (its throughput: "
               "`results/gpu-throughput.md`). Training (`runs/students/<student>/<row>.training.json`):", "",
-              "| student | row | examples | epochs | steps | tokens/s | wall s | device |", "|---|---|---|---|---|---|---|---|"]
+              "| student | row | examples | epochs | steps | tokens/s | wall s | device | adapter (GGUF) |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for (student, row), t in training().items():
+        gguf = t.get("adapter_gguf", {})
+        adapter = f"{gguf['bytes'] / 1e6:.1f} MB, sha256 {gguf['sha256'][:12]}..." if gguf else "-"
         lines.append(f"| {student} | {row} | {t['examples']} | {t['epochs']} | {t['steps']} | "
-                     f"{t['train_tokens_per_s']:,.0f} | {t['wall_s']:.0f} | {t.get('hardware', t.get('device', '-'))} |")
+                     f"{t['train_tokens_per_s']:,.0f} | {t['wall_s']:.0f} | {t.get('hardware', t.get('device', '-'))} "
+                     f"| {adapter} |")
+    lines += ["", "Adapters too large for the repository are not shipped: `students.py train` (then `distill export`) "
+              "rebuilds each from its SFT set (GPU training is not bit-for-bit repeatable; the hash names the file the rows were "
+              "played with)."]
     atomic_write_text(RESULTS / "students.md", "\n".join(lines) + "\n")
     return RESULTS / "students.md"
 
