@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The student-size benchmark on the lent GPU machine (benchmarks/students.py; benchmarks/README section 14).
 # Work runs in the background (setsid: it outlives the call) while short calls move the model and watch:
-#   setup STUDENT ROW...  call once per folder `students.py stage` wrote (.carry/s0 ... sN, and .carry/e0 in any
-#                         call), with `carry: [".carry/sK"]`: each is stashed in /root/stage; once every part is
-#                         there the model is joined and checked, the wheels, duomem, the SFT sets of ROW..., the
-#                         ALFWorld archives and the query-embedding cache are installed
+#   setup STUDENT ROW...  call once per folder `students.py stage` wrote (.carry/s0 ... sN, e0, e1), with
+#                         `carry: [".carry/sK"]`: each is stashed in /root/stage; once all are there the model is
+#                         joined and checked, and the wheels, the packages without wheels, duomem, the SFT sets of
+#                         ROW..., the ALFWorld archives and the query-embedding cache are installed
 #   train STUDENT ROW...  train the rows' LoRAs side by side (logs in /root/logs)
 #   eval STUDENT ROWS     play the rows (comma-separated; all of valid_unseen in one batch each, transformers,
 #                         bf16) side by side; records in /root/evals/<student>-valid_unseen/<row>-free-transformers
@@ -17,17 +17,26 @@ S=/root/stage L=/root/logs E=/root/evals
 mkdir -p $S $L $E
 verb=$1; shift
 running() { pgrep -f "students.py (train|eval)" > /dev/null; }
+# Background work runs from a snapshot of the tree (one per call, /root/repo.N): each call re-syncs this working
+# copy, and a process that starts while a sync rewrites the package (a row's game processes, say) can fail to import.
+R=/root/repo.$$
+snapshot() {
+  mkdir $R && git ls-files -z --cached --others --exclude-standard | xargs -0 cp --parents -t $R || exit 1
+  ln -s "$PWD/runs" $R/runs
+}
+background() { (cd $R/benchmarks && PYTHONPATH=$R setsid nohup "$@" < /dev/null &); }
 case $verb in
 setup)
   student=$1; shift
-  for d in .carry/s* .carry/e0; do [ -d "$d" ] && cp -r "$d"/. $S/; done
-  [ -f $S/*.parts.json ] && [ -d $S/wheels ] && [ -f $S/minilm.jsonl ] || { ls $S; exit 0; }  # stashed only
+  for d in .carry/s* .carry/e*; do [ -d "$d" ] && cp -r "$d"/. $S/; done
+  [ -f $S/*.parts.json ] && [ -d $S/wheels ] && [ -d $S/embeddings ] && [ -d $S/site ] || { ls $S; exit 0; }  # stashed
   t0=$(date +%s)
   python scripts/parts.py join $S --out $S/model.gguf || exit 1
   python -m pip install -q --no-index --no-deps $S/wheels/*.whl || exit 1
+  cp -r $S/site/. "$(python -c 'import site; print(site.getsitepackages()[0])')"/ || exit 1
   python -m pip install -q --no-deps --no-build-isolation -e . || exit 1
   home=$(python -c "from duomem import settings; print(settings.duomem_home())")
-  mkdir -p $home/models $home/cache/embeddings && cp $S/minilm.jsonl $home/cache/embeddings/
+  mkdir -p $home/models $home/cache/embeddings && cp $S/embeddings/* $home/cache/embeddings/
   sha=$(python -c "from duomem.llm.registry import PACKAGED; print(PACKAGED['$student'].sha256)")
   mv $S/model.gguf $home/models/$student.gguf && printf %s "$sha" > $home/models/$student.sha256
   for row in "$@"; do
@@ -38,16 +47,17 @@ setup)
   echo "set-up $(( $(date +%s) - t0 )) s"; nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv ;;
 train)
   student=$1; shift
+  snapshot
   for row in "$@"; do
-    (cd benchmarks && setsid nohup python students.py train --student $student --rows $row --device cuda \
-      > $L/train-$row.log 2>&1 < /dev/null &)
+    background python students.py train --student $student --rows $row --device cuda > $L/train-$row.log 2>&1
   done ;;
 eval)
   student=$1 rows=$2
   n=$(python -c "from duomem.envs.alfworld_data import load_tasks; print(len(load_tasks('valid_unseen')))")
+  snapshot
   for row in ${rows//,/ }; do
-    (cd benchmarks && setsid nohup python students.py eval --student $student --rows $row --backend transformers \
-      --device cuda --batch $n --runs $E > $L/eval-$row.log 2>&1 < /dev/null &)
+    background python students.py eval --student $student --rows $row --backend transformers --device cuda \
+      --batch $n --runs $E > $L/eval-$row.log 2>&1
   done ;;
 watch)
   end=$(( $(date +%s) + $1 ))

@@ -41,11 +41,12 @@ ROWS: dict[str, dict[str, bool]] = {
     "duomem": {"memory": True, "lora": True},
 }
 STUDENTS: dict[str, dict] = {
-    "qwen2.5-coder-0.5b": {"lora_shots": 0, "epochs": 2},
-    "qwen2.5-coder-1.5b": {"lora_shots": 0, "epochs": 1},
+    "qwen2.5-coder-0.5b": {"lora_shots": 0, "epochs": 2, "train_args": []},
+    "qwen2.5-coder-1.5b": {"lora_shots": 0, "epochs": 1, "train_args": ["--gradient-checkpointing"]},
 }
-"""Per student: few-shot examples in the trained rows' prompts (SFT and play alike) and training epochs. Not tuned:
-set by the lent GPU's time (30 minutes a session, the model's transfer included); the report says so."""
+"""Per student: few-shot examples in the trained rows' prompts (SFT and play alike), training epochs and further
+training options (the 1.5B's two rows train side by side on one card). Not tuned: set by the lent GPU's time (30
+minutes a session, the model's transfer included); the report says so."""
 TRAIN = ["--rank", "16", "--alpha", "32", "--lr", "2e-4", "--max-length", "8192", "--batch-size", "8",
          "--grad-accum", "2", "--save-steps", "50"]
 DEVICE_WHEELS = ["accelerate==1.16.0", "annotated_doc==0.0.7", "annotated_types==0.8.0", "click==8.5.1",
@@ -70,13 +71,24 @@ def lora_dir(student: str, row: str) -> Path:
 
 
 def sft(student: str, rows: list[str]) -> None:
+    """One SFT set per trained row. The sets are the same for students with the same few-shot setting (the
+    tokenizer applies at training), so an existing one is copied."""
+    import shutil
+
     from duomem.distill.dataset import build_dataset
 
-    demos = demonstrations()
+    demos = None
     for row in rows:
         out = sft_dir(student, row)
         if not ROWS[row]["lora"] or (out / "dataset.json").is_file():
             continue
+        same = [sft_dir(s, row) for s, c in STUDENTS.items()
+                if s != student and c["lora_shots"] == STUDENTS[student]["lora_shots"]]
+        if done := next((d for d in same if (d / "dataset.json").is_file()), None):
+            shutil.copytree(done, out)
+            print(f"{student} {row}: the same set as {done}")
+            continue
+        demos = demos or demonstrations()
         meta = build_dataset(demos, out, shots=STUDENTS[student]["lora_shots"],
                              memory=str(BANK) if ROWS[row]["memory"] else None, top_k=2, exclude="floor_plan")
         print(f"{student} {row}: {meta['examples']} examples -> {out}")
@@ -88,7 +100,8 @@ def train(student: str, rows: list[str], device: str, stop_after: float | None, 
             continue
         out = lora_dir(student, row)
         cmd = ["duomem", "distill", "train", "--model", student, "--data", str(sft_dir(student, row)), "--out",
-               str(out), "--device", device, "--epochs", str(STUDENTS[student]["epochs"]), *TRAIN]
+               str(out), "--device", device, "--epochs", str(STUDENTS[student]["epochs"]), *TRAIN,
+               *STUDENTS[student]["train_args"]]
         if stop_after:
             cmd += ["--stop-after", str(stop_after)]
         if max_steps:
@@ -115,16 +128,55 @@ def keep_training_record(student: str, row: str) -> Path | None:
     return path
 
 
-def device_wheels(out: Path) -> Path:
-    """:data:`DEVICE_WHEELS` for CPython 3.12 on x86-64 Linux, downloaded once into ``out``."""
-    if not out.is_dir() or len(list(out.glob("*.whl"))) < len(DEVICE_WHEELS):
+def device_wheels(out: Path, wheels: list[str] = DEVICE_WHEELS) -> Path:
+    """``wheels`` for CPython 3.12 on x86-64 Linux, downloaded once into ``out``."""
+    if not out.is_dir() or len(list(out.glob("*.whl"))) < len(wheels):
         platforms = [f"--platform={p}" for p in ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64",
                                                  "manylinux2014_x86_64", "manylinux_2_12_x86_64",
                                                  "manylinux2010_x86_64")]
         subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
                         "--python-version", "3.12", "--implementation", "cp", *platforms, "-d", str(out),
-                        *DEVICE_WHEELS], check=True)
+                        *wheels], check=True)
     return out
+
+
+GAME_WHEELS = ["alfworld==0.4.2", "textworld==1.7.0", "hashids==1.3.1", "mementos==1.3.1", "more_itertools==11.2.1",
+               "networkx==3.6.1", "prompt_toolkit==3.0.53", "tatsu==5.8.3", "termcolor==3.3.0", "tqdm==4.70.1",
+               "wcwidth==0.9.4"]
+"""What playing ALFWorld needs there besides :data:`DEVICE_WHEELS`."""
+NO_WHEEL = ["jericho", "fast_downward"]
+"""Packages textworld loads that PyPI has no wheel of for the machine's Python: their installed folders (Python and
+a ``.so`` loaded with ctypes, built for x86-64 Linux) are copied from this environment."""
+
+
+def stage_play(archives: Path | None = None) -> list[Path]:
+    """``.carry/e0`` (the game wheels, the slim ALFWorld archives of the validation splits and the query-embedding
+    cache for their task descriptions, so that memory rows need no embedder there) and ``.carry/e1`` (the packages of
+    :data:`NO_WHEEL`): what playing rows on the GPU machine needs; each is carried with one of ``setup``'s calls."""
+    import importlib.util
+    import shutil
+
+    from duomem import settings
+    from duomem.envs.alfworld_data import load_tasks
+    from duomem.memory.embed import load_embedder
+
+    archives = archives or settings.alfworld_archive_dir() or ROOT.parent / "shared" / "alfworld"
+    e0, e1 = ROOT / ".carry" / "e0", ROOT / ".carry" / "e1"
+    for folder in (e0, e1):
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+    device_wheels(e0 / "wheels", GAME_WHEELS)
+    splits = ("valid_seen", "valid_unseen")
+    for split in splits:
+        shutil.copy(archives / f"slim_{split}.tar.xz", e0)
+    embedder = load_embedder(json.loads((BANK / "manifest.json").read_text())["embedder"])
+    embedder.embed([t.goal for split in splits for t in load_tasks(split)])
+    (e0 / "embeddings").mkdir()
+    shutil.copy(embedder.path, e0 / "embeddings")
+    for name in NO_WHEEL:
+        spec = importlib.util.find_spec(name)
+        shutil.copytree(Path(spec.origin).parent, e1 / "site" / name, ignore=shutil.ignore_patterns("__pycache__"))
+    return [e0, e1]
 
 
 def stage(student: str, wheels: Path | None, rows: list[str]) -> list[Path]:
@@ -241,7 +293,7 @@ def main() -> None:
     if unknown := sorted(set(rows) - set(ROWS)):
         parser.error(f"unknown rows {unknown}; choose from {', '.join(ROWS)}")
     if args.command == "stage":
-        for folder in stage(args.student, args.wheels, rows):
+        for folder in [*stage(args.student, args.wheels, rows), *stage_play()]:
             print(f"{folder.relative_to(ROOT)}: {sum(f.stat().st_size for f in folder.rglob('*') if f.is_file()) / 2**20:.1f} MiB")
         return
     if args.command == "sft":
