@@ -8,9 +8,10 @@
 #   train STUDENT ROW...  train the rows' LoRAs side by side (logs in /root/logs)
 #   eval STUDENT ROWS     play the rows (comma-separated; all of valid_unseen in one batch each, transformers,
 #                         bf16) side by side; records in /root/evals/<student>-valid_unseen/<row>-free-transformers
-#   watch SECONDS         wait (at most SECONDS, less once nothing runs), then report progress and put the finished
-#                         adapters (<row>.adapter.gguf, <row>.training.json) and every record folder (records.tgz)
-#                         in $OUT
+#   watch SECONDS         wait (at most SECONDS, less once nothing runs), then report progress and put in $OUT the
+#                         finished adapters in checked parts of 9 MB (files back from a call are at most 16 MiB;
+#                         join here with `python scripts/parts.py join $OUT --out runs/students/STUDENT/lora/ROW/
+#                         adapter.gguf` per row) and results.tgz (every record folder, <row>.training.json)
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
 S=/root/stage L=/root/logs E=/root/evals
@@ -67,7 +68,10 @@ watch)
   for d in $E/*/*/; do echo "$d $(cat $d/episodes.jsonl 2>/dev/null | wc -l) episodes"; done
   for o in runs/students/*/lora/*/; do
     row=$(basename $o)
-    for f in adapter.gguf training.json; do [ -f $o/$f ] && cp $o/$f $OUT/$row.$f; done
+    [ -f $o/adapter.gguf ] || continue
+    cp $o/training.json $E/$row.training.json
+    cp $o/adapter.gguf /tmp/$row.adapter.gguf && python scripts/parts.py split /tmp/$row.adapter.gguf --out $OUT \
+      --size 9M > /dev/null
   done
-  (cd $E && tar czf $OUT/records.tgz .) ;;
+  (cd $E && tar czf $OUT/results.tgz .) ;;
 esac

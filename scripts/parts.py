@@ -68,10 +68,15 @@ def split(source: Path, out: Path, size: int) -> Path:
 
 
 def join(folder: Path, out: Path | None = None) -> Path:
-    """Check and join the parts described by the one manifest in ``folder``; returns the joined file's path."""
-    manifests = sorted(folder.glob("*" + MANIFEST))
+    """Check and join the parts described by the one manifest in ``folder`` (or by the manifest ``folder`` names,
+    when several files' parts share a folder); returns the joined file's path."""
+    if folder.is_file() and folder.name.endswith(MANIFEST):
+        manifests, folder = [folder], folder.parent
+    else:
+        manifests = sorted(folder.glob("*" + MANIFEST))
     if len(manifests) != 1:
-        raise SystemExit(f"error: {folder} holds {len(manifests)} manifests (*{MANIFEST}); expected one")
+        raise SystemExit(f"error: {folder} holds {len(manifests)} manifests (*{MANIFEST}); expected one (or name "
+                         "the manifest to join)")
     meta = json.loads(manifests[0].read_text())
     for p in meta["parts"]:
         path = folder / p["name"]
@@ -102,8 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("file", type=Path)
     s.add_argument("--out", type=Path, required=True)
     s.add_argument("--size", type=_size, default=_size("48M"), help="largest part, e.g. 48M (default)")
-    j = sub.add_parser("join", help="check the parts in FOLDER and join them")
-    j.add_argument("folder", type=Path)
+    j = sub.add_parser("join", help="check the parts in FOLDER (or those of the manifest named) and join them")
+    j.add_argument("folder", type=Path, help="a folder with one manifest, or a manifest")
     j.add_argument("--out", type=Path, help="the joined file (default: its own name inside FOLDER)")
     args = parser.parse_args(argv)
     if args.command == "split":

@@ -35,3 +35,16 @@ def test_split_and_join_give_back_the_same_bytes_and_catch_a_damaged_part(tmp_pa
     parts[1].write_bytes(model.read_bytes()[2**20:2**21])
     parts[2].unlink()
     assert "part002 is missing" in _run("join", str(tmp_path / "parts")).stderr
+
+
+def test_parts_of_several_files_in_one_folder_join_by_their_manifest(tmp_path: Path):
+    """Results come back from the GPU machine as the parts of several adapters in one folder."""
+    files = {name: os.urandom(2 * 1024 * 1024 + 7) for name in ("lora.gguf", "duomem.gguf")}
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+        assert _run("split", str(tmp_path / name), "--out", str(tmp_path / "out"), "--size", "1M").returncode == 0
+    ambiguous = _run("join", str(tmp_path / "out"))
+    assert ambiguous.returncode != 0 and "2 manifests" in ambiguous.stderr and "name the manifest" in ambiguous.stderr
+    for name, data in files.items():
+        back = _run("join", str(tmp_path / "out" / f"{name}.parts.json"), "--out", str(tmp_path / "back" / name))
+        assert back.returncode == 0 and (tmp_path / "back" / name).read_bytes() == data
