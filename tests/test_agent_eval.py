@@ -73,6 +73,22 @@ def test_select_games_is_seeded_and_balanced(prepared: Path):
     assert len(select_games(tasks, None)) == 134
 
 
+def test_eval_plays_the_task_types_asked_for(prepared: Path, tmp_path: Path):
+    """New kinds of task are measured on their own games: ``--task-types`` selects them; an unknown type is one
+    line."""
+    out = tmp_path / "heat"
+    proc = _cli("eval", "--policy", "expert", "--split", "valid_unseen", "--task-types", "heat", "--games", "2",
+                "--max-steps", "3", "--out", str(out), "--no-progress", env=dict(os.environ))
+    _stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr
+    rows = [json.loads(line) for line in (out / "episodes.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and {r["task_type"] for r in rows} == {"heat"}
+    bad = _cli("eval", "--policy", "expert", "--task-types", "heat,bake", "--out", str(tmp_path / "bad"),
+               env=dict(os.environ))
+    _stdout, stderr = bad.communicate(timeout=120)
+    assert bad.returncode == 2 and stderr.strip().count("\n") == 0 and "bake not among" in stderr
+
+
 def _cli(*args: str, env: dict) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "duomem.cli", *args], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)

@@ -29,9 +29,14 @@ Tasks = Annotated[Path | None, typer.Option(help="Task set folder with index/<sp
                                                 "duomem data prepare --env scienceworld).")]
 
 
+TaskTypes = Annotated[str | None, typer.Option(help="Play only games of these task types (comma-separated, e.g. "
+                                                    "heat,cool; all by default).")]
+
+
 def _choose(split: str, tasks: Path | None, games: int | None, seed: int, samples: int,
-            samples_flag: str = "--samples") -> list[TaskSpec]:
-    """The games to play; an empty selection is refused (nothing would be played or summarised)."""
+            samples_flag: str = "--samples", task_types: str | None = None) -> list[TaskSpec]:
+    """The games to play (of ``task_types`` only, when given); an empty selection is refused (nothing would be
+    played or summarised)."""
     from duomem.envs.alfworld_data import load_tasks
     from duomem.eval.runner import select_games
 
@@ -39,7 +44,15 @@ def _choose(split: str, tasks: Path | None, games: int | None, seed: int, sample
         raise ConfigError(f"--games must be at least 1 (got {games}); leave it out to play every game")
     if samples < 1:
         raise ConfigError(f"{samples_flag} must be at least 1 (got {samples})")
-    chosen = select_games(load_tasks(split, tasks), games, seed)
+    pool = load_tasks(split, tasks)
+    if task_types:
+        wanted = {t.strip() for t in task_types.split(",") if t.strip()}
+        known = {t.task_type for t in pool}
+        if unknown := sorted(wanted - known):
+            raise ConfigError(f"--task-types: {', '.join(unknown)} not among the split's task types "
+                              f"({', '.join(sorted(known))})")
+        pool = [t for t in pool if t.task_type in wanted]
+    chosen = select_games(pool, games, seed)
     if not chosen:
         raise ConfigError(f"split {split!r} has no games to play")
     return chosen
@@ -49,7 +62,7 @@ def _spec(**kw) -> RolloutSpec:
     return RolloutSpec(**{k: v for k, v in kw.items() if v is not None})
 
 
-def _default_name(spec: RolloutSpec, split: str, games: int | None) -> str:
+def _default_name(spec: RolloutSpec, split: str, games: int | None, task_types: str | None = None) -> str:
     who = spec.model.split("/")[-1].removesuffix(".gguf") if spec.model else spec.policy
     tags = []
     if spec.adapter:
@@ -64,6 +77,8 @@ def _default_name(spec: RolloutSpec, split: str, games: int | None) -> str:
     if spec.policy == "llm" and spec.action_selection != "free":
         tags.append(spec.action_selection + ("-mean" if spec.action_selection == "score" and
                                              spec.score_norm == "mean" else ""))
+    if task_types:
+        tags.append("+".join(sorted(t.strip() for t in task_types.split(",") if t.strip())))
     if games:
         tags.append(f"n{games}")
     return "-".join([who, *tags, split])
@@ -78,6 +93,7 @@ def eval_command(
     split: Annotated[str, typer.Option(help="train, valid_seen or valid_unseen (or a generated split; ScienceWorld: "
                                             "train, dev or test).")] = "valid_unseen",
     games: Games = None,
+    task_types: TaskTypes = None,
     max_steps: Annotated[int, typer.Option(help="Turn limit per episode (thoughts count). On ScienceWorld the default "
                                                 "means the environment's own: 1000 for the expert (gold paths run "
                                                 "to ~750 actions), 100 for an agent.")] = MAX_STEPS,
@@ -139,10 +155,11 @@ def eval_command(
     if student:
         settings.update(_student_fields(student, policy=policy, model=model, adapter=adapter, memory=memory))
     spec = _spec(**settings)
-    chosen = _choose(split, tasks, games, seed, samples)
+    chosen = _choose(split, tasks, games, seed, samples, task_types=task_types)
     _export_adapter(spec)
-    name = name or (f"{student}-{split}" + (f"-n{games}" if games else "") if student else
-                    _default_name(spec, split, games))
+    types = "-" + "+".join(sorted(t.strip() for t in task_types.split(","))) if task_types else ""
+    name = name or (f"{student}{types}-{split}" + (f"-n{games}" if games else "") if student else
+                    _default_name(spec, split, games, task_types))
     out = out or Path("runs") / "eval" / name
     result = run_rollouts(spec, chosen, out, name=name, workers=workers, samples=samples, show_progress=progress,
                           executor=executor)
