@@ -22,6 +22,24 @@ def test_missing_package_gives_pip_command():
         gguf_path(fake)
 
 
+def test_a_placed_model_file_needs_no_package(tmp_path, monkeypatch):
+    """A machine without network gets a model as a file (scripts/parts.py): placed in DUOMEM_HOME/models with its
+    checked hash stamped beside it, it is used without the package; a stamp of another hash is not trusted."""
+    from duomem.llm.registry import models_dir
+
+    monkeypatch.setenv("DUOMEM_HOME", str(tmp_path))
+    fake = PackagedModel(name="x", description="", pip_install="pip install no-such-model-pkg==1.0",
+                         modules=("no_such_model_pkg",), parts=("m.gguf",), sha256="ab" * 32, hf_repo="x/y")
+    placed = models_dir() / "x.gguf"
+    placed.parent.mkdir(parents=True)
+    placed.write_bytes(b"GGUF")
+    placed.with_suffix(".sha256").write_text("cd" * 32)
+    with pytest.raises(ModelError, match="no-such-model-pkg"):
+        gguf_path(fake)
+    placed.with_suffix(".sha256").write_text("ab" * 32)
+    assert gguf_path(fake) == placed
+
+
 def test_other_names(tmp_path):
     assert resolve("hf:HuggingFaceTB/SmolLM2-135M-Instruct").kind == "hf"
     ref = resolve("openai:qwen@http://localhost:8000/v1")

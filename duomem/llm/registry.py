@@ -154,7 +154,13 @@ def _assemble(model: PackagedModel) -> Path:
 
 
 def gguf_path(model: PackagedModel) -> Path:
-    """Path of the model's GGUF file, assembling it from its parts the first time."""
+    """Path of the model's GGUF file, assembling it from its parts the first time. A file already in
+    ``$DUOMEM_HOME/models/<name>.gguf`` with its checked hash stamped beside it is used as it is, package or not
+    (how a model reaches a machine without network: ``scripts/parts.py``, then the file and its stamp there)."""
+    placed = models_dir() / f"{model.name}.gguf"
+    stamp = placed.with_suffix(".sha256")
+    if placed.is_file() and stamp.is_file() and stamp.read_text().strip() == model.sha256:
+        return placed
     if len(model.modules) == 1 and model.parts:
         path = _module_dir(model.modules[0], model.pip_install, model.name) / model.parts[0]
         if not path.is_file():
