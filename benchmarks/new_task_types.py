@@ -1,0 +1,152 @@
+"""New kinds of task taught by memory alone (issue 28): the 135M student trained without one task type, then
+played on that type's games without and with the teacher's memories of it.
+
+Usage:
+  python benchmarks/new_task_types.py sft [--types heat,cool,clean]       # here: two SFT sets per held-out type
+  python benchmarks/students.py stage --student smollm2-135m --rows $(python benchmarks/new_task_types.py rows)
+  bash benchmarks/gpu_students.sh setup|train|watch smollm2-135m ROWS... # there, ROWS space-separated
+  python benchmarks/new_task_types.py eval [--types ...] [--workers 2]   # here: rows a, b, c on llama.cpp
+  python benchmarks/new_task_types.py report                               # results/new-task-types.{json,md}
+
+Per held-out type T (valid_unseen's games of T, all of them):
+  a  LoRA trained without T (``lora-no-T``: the shipped LoRA-only recipe, T's demonstrations left out), no memory
+  b  the same LoRA played with the teacher bank (every type's memories, T's included), top-2
+  c  LoRA trained with memories in its prompts without T (``duomem-no-T``: the shipped DuoMem recipe; T's
+     demonstrations and T's memories left out of every training prompt), played with the bank
+  d  the shipped students trained on all six types (their committed valid_unseen rows, T's games): LoRA only for
+     a and b, DuoMem for c
+The memory settings (k = 2, the bank's abstract format, similarity retrieval) are the shipped DuoMem student's,
+chosen on valid_seen before this benchmark (benchmarks/README section 10); nothing is chosen on valid_unseen.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+from pathlib import Path
+
+from search_context import BANK, demonstrations
+from students import REFERENCE, STUDENTS, lora_dir, sft_dir
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+STUDENT = "smollm2-135m"
+TYPES = ("heat", "cool", "clean")
+"""The two-step types the issue names first (examine is a fourth: ``--types heat,cool,clean,examine``)."""
+RECIPES = {"lora": False, "duomem": True}
+"""Trained without / with the retrieved memories in the prompts."""
+PLAY = {"a": ("lora", False), "b": ("lora", True), "c": ("duomem", True)}
+"""Row -> (recipe of its LoRA, played with the bank)."""
+RECORDS = HERE / "runs" / "new-task-types" / "valid_unseen"
+RESULTS = HERE / "results" / "new-task-types"
+
+
+def row_name(recipe: str, task_type: str) -> str:
+    return f"{recipe}-no-{task_type}"
+
+
+def sft(types: list[str]) -> None:
+    from duomem.distill.dataset import build_dataset
+
+    demos = demonstrations()
+    for t in types:
+        for recipe, memory in RECIPES.items():
+            out = sft_dir(STUDENT, row_name(recipe, t))
+            if (out / "dataset.json").is_file():
+                continue
+            meta = build_dataset(demos, out, shots=STUDENTS[STUDENT]["lora_shots"],
+                                 memory=str(BANK) if memory else None, top_k=2, exclude="floor_plan",
+                                 leave_out_types=[t])
+            print(f"{out.name}: {meta['examples']} examples ({meta['left_out_type_trajectories']} of {t} left out)")
+
+
+def records(task_type: str, row: str) -> Path:
+    return RECORDS / task_type / row
+
+
+def evaluate(types: list[str], rows: list[str], workers: int) -> None:
+    for t in types:
+        for row in rows:
+            recipe, memory = PLAY[row]
+            adapter = lora_dir(STUDENT, row_name(recipe, t)) / "adapter.gguf"
+            if not adapter.is_file():
+                raise SystemExit(f"error: {adapter} is missing: train {row_name(recipe, t)} first (see the usage)")
+            cmd = ["duomem", "eval", "--model", STUDENT, "--adapter", str(adapter.relative_to(ROOT)), "--shots",
+                   str(STUDENTS[STUDENT]["lora_shots"]), "--split", "valid_unseen", "--task-types", t, "--workers",
+                   str(workers), "--out", str(records(t, row).relative_to(ROOT)), "--name", f"{row}-no-{t}",
+                   "--no-progress"]
+            if memory:
+                cmd += ["--memory", str(BANK.relative_to(ROOT)), "--top-k", "2"]
+            print(" ".join(cmd), flush=True)
+            subprocess.run(cmd, check=True, cwd=ROOT)
+
+
+def report(types: list[str]) -> Path:
+    """results/new-task-types.{json,md}: per type, rows a-d with Wilson intervals, c paired against a and b (and
+    against d), and what the type's memories weigh in the bank."""
+    from duomem.eval.runner import load_records
+    from duomem.eval.stats import compare
+    from duomem.eval.summary import pct_ci, summarize
+    from duomem.jsonl import atomic_write_json, atomic_write_text
+    from duomem.memory.bank import MemoryBank
+
+    bank = MemoryBank.load(BANK)
+    reference = {"a": "lora", "b": "lora", "c": "duomem"}
+    out: dict = {"benchmark": "new task types (issue 28)", "student": STUDENT, "split": "valid_unseen",
+                 "bank": str(BANK.relative_to(ROOT)), "types": {}}
+    lines = ["# New kinds of task by memory alone (issue 28)", "",
+             f"The {STUDENT} student trained without one task type, played on that type's valid_unseen games "
+             "(llama.cpp, greedy, 50 steps). a: LoRA without the type, no memory; b: the same with the teacher "
+             "bank (top-2); c: LoRA trained with memories, without the type, played with the bank; d: the shipped "
+             "students trained on every type (LoRA only beside a and b, DuoMem beside c). Paired: games won by c "
+             "only / by the other row only, exact McNemar p.", "",
+             "| type | games | a | b | c | d (LoRA only / DuoMem) | c vs a | c vs b | memories of the type |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for t in types:
+        found = {row: load_records(records(t, row)) for row in PLAY if records(t, row).is_dir()}
+        full = {r: [x for x in load_records(REFERENCE[(STUDENT, r, "free")]) if x.task_type == t]
+                for r in ("lora", "duomem")}
+        summaries = {row: summarize(recs, row, "llm", STUDENT, "valid_unseen") for row, recs in found.items()}
+        summaries.update({f"d-{r}": summarize(recs, f"d-{r}", "llm", STUDENT, "valid_unseen") for r, recs in full.items()})
+        paired = {}
+        if "c" in summaries:
+            for other in ("a", "b", "d-duomem"):
+                if other in summaries:
+                    paired[f"c vs {other}"] = compare(summaries["c"]["outcomes"], summaries[other]["outcomes"])
+        memories = [e for e in bank.entries if e.task_type == t]
+        size = sum(len(e.model_dump_json()) for e in memories)
+        out["types"][t] = {"rows": {k: {x: y for x, y in v.items() if x != "outcomes"} for k, v in summaries.items()},
+                           "paired": paired, "reference_rows": reference,
+                           "memories_of_type": len(memories), "memories_kb": round(size / 1000, 1)}
+        cell = {k: pct_ci(v) for k, v in summaries.items()}
+        vs = {k: f"{c['a_only']} / {c['b_only']}, p = {c['p_value']:.3f}" for k, c in paired.items()}
+        lines.append(f"| {t} | {len(full['lora'])} | {cell.get('a', '-')} | {cell.get('b', '-')} | "
+                     f"{cell.get('c', '-')} | {cell['d-lora']} / {cell['d-duomem']} | {vs.get('c vs a', '-')} | "
+                     f"{vs.get('c vs b', '-')} | {len(memories)} ({size / 1000:.1f} kB) |")
+    atomic_write_json(RESULTS.with_suffix(".json"), out)
+    atomic_write_text(RESULTS.with_suffix(".md"), "\n".join(lines) + "\n")
+    return RESULTS.with_suffix(".md")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in ("sft", "rows", "eval", "report"):
+        p = sub.add_parser(name)
+        p.add_argument("--types", default=",".join(TYPES))
+    sub.choices["eval"].add_argument("--rows", default=",".join(PLAY))
+    sub.choices["eval"].add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    types = args.types.split(",")
+    if args.command == "sft":
+        sft(types)
+    elif args.command == "rows":  # the trained rows, for students.py stage and gpu_students.sh
+        print(",".join(row_name(r, t) for t in types for r in RECIPES))
+    elif args.command == "eval":
+        evaluate(types, args.rows.split(","), args.workers)
+    else:
+        print(report(types))
+
+
+if __name__ == "__main__":
+    main()
