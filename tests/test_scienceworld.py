@@ -255,3 +255,200 @@ def test_gold_paths_do_not_depend_on_the_jvms_history(needs_scienceworld):
     finally:
         first.close()
         fresh.close()
+
+
+# The LLM agent on ScienceWorld: its own instructions and few-shot examples, the same prompts in play and SFT data.
+
+ALFWORLD_OBS = ("-= Welcome to TextWorld, ALFRED! =-\n\nYou are in the middle of a room. Looking quickly around you, "
+                "you see a desk 1 and a drawer 1.\n\nYour task is to: put a mug on desk.")
+
+
+def test_alfworld_prompt_is_unchanged():
+    """ALFWorld's system prompt, first user turn (both few-shot sets, with a memory) and conversation are byte for
+    byte what every committed result was played and trained with (sha256 taken before ScienceWorld's prompt)."""
+    import hashlib
+    import json
+
+    from duomem.agent.prompts import INSTRUCTIONS, episode_conversation, instructions, task_prompt
+    from duomem.agent.trajectory import Step, Trajectory
+
+    def sha(text: str) -> str:
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    assert sha(INSTRUCTIONS) == "3ff08ad1f5bd370869d1ea4059d1e731774b6a2215788501b0e3364f8633807d"
+    assert instructions("alfworld") == instructions("generated") == INSTRUCTIONS
+    first = {
+        ("train", "pick"): "21149fbf53a44116ad44063e9496cb0cefc0f37a3ad78ebc8885f9147446e947",
+        ("train", "pick_two"): "585b45f665a559d72b089fb9cda5126c7cd415abc29ee9350d73278efbcb89ea",
+        ("train", "examine"): "ececd63ea1604abe3503472051d6f8aa608e1421e9d73ad6b7a0a379cd62dc0c",
+        ("heldout", "pick"): "c16582abc88ee26b74e6fc0f8494c2fd1e83fb43e29e02b60e936d5f29cb041e",
+        ("heldout", "pick_two"): "87f6e442f6d25a1e3d21e0a21a504399512d1ba9dbc563e2523c85fb3cfaa247",
+        ("heldout", "examine"): "f0bd1b52cc76d2a11f8cd49ce3fbb92d1f63feae464095c2266426fdc25ca613",
+    }
+    for (fewshot, task_type), digest in first.items():
+        assert sha(task_prompt(task_type, ALFWORLD_OBS, 2, ["mem one"], fewshot)) == digest, (fewshot, task_type)
+        assert task_prompt(task_type, ALFWORLD_OBS, 2, ["mem one"], fewshot, source="generated") == \
+            task_prompt(task_type, ALFWORLD_OBS, 2, ["mem one"], fewshot)
+    traj = Trajectory(game_id="g", split="train", task_type="pick", goal="put a mug on desk",
+                      initial_observation=ALFWORLD_OBS, policy="expert",
+                      steps=[Step(kind="think", text="plan", observation="OK."),
+                             Step(kind="action", text="go to desk 1", observation="On the desk 1, you see a mug 1.")])
+    conv = episode_conversation(task_prompt("pick", ALFWORLD_OBS), traj)
+    assert sha(json.dumps(conv)) == "e7af12eb77ee2a393a1d40ee4cd8a6575e64dec042f96030521ca8fea228098d"
+    noted = episode_conversation(task_prompt("pick", ALFWORLD_OBS), traj, note=True)
+    assert sha(json.dumps(noted)) == "500aa92c67a8fb6bce120cac637095ebb27d7234e29968b2945951f357a2055e"
+
+
+def test_scienceworld_fewshot_examples():
+    """The packaged examples: train variations only, at most two per task, short enough for an 8k prompt, each a
+    won gold demonstration (a plan thought, then the actions); the instructions list the simulator's commands."""
+    from importlib import resources
+
+    from duomem.agent.prompts import (
+        SCIENCEWORLD_FEWSHOT,
+        SCIENCEWORLD_INSTRUCTIONS,
+        fewshot_examples,
+        instructions,
+        task_prompt,
+        transcript,
+    )
+    from duomem.envs.scienceworld_data import TASKS, split_of
+
+    size = len(resources.files("duomem.agent").joinpath(SCIENCEWORLD_FEWSHOT).read_bytes())
+    assert size < 300_000
+    examples = fewshot_examples("train", "scienceworld")
+    assert examples == fewshot_examples("heldout", "scienceworld") and set(examples) <= set(TASKS)
+    assert len(examples) >= 20 and "pick" not in examples
+    for task_type, trajs in examples.items():
+        assert 1 <= len(trajs) <= 2
+        for t in trajs:
+            _, name, variation = t.game_id.split("/")
+            assert (name, t.task_type, t.source, t.split) == (task_type, task_type, "scienceworld", "train")
+            assert split_of(name, int(variation)) == "train" and t.won and t.policy == "expert"
+            assert t.steps[0].kind == "think" and t.steps[0].text.startswith("To solve the task, I need to ")
+            assert all(s.kind == "action" for s in t.steps[1:]) and len(transcript(t)) <= 5000
+    assert instructions("scienceworld") == SCIENCEWORLD_INSTRUCTIONS
+    for command in ("look around", "pick up", "focus on", "pour <object> into", "wait1", "connect", "think:"):
+        assert command in SCIENCEWORLD_INSTRUCTIONS
+    task_type = next(iter(examples))
+    first = task_prompt(task_type, "This room is called the kitchen.", source="scienceworld")
+    assert first.startswith(f"Here are {len(examples[task_type])} solved tasks" if len(examples[task_type]) == 2
+                            else "Here is a solved task")
+    assert transcript(examples[task_type][0]) in first
+    assert first.endswith("### Your task\nThis room is called the kitchen.\n>")
+
+
+def test_parsing_scienceworld_actions():
+    """Thousands of valid actions: an exact or near-exact line is mapped onto one quickly; text that names none is
+    played as written; an empty answer looks around; without valid actions every line is played as written."""
+    import time
+
+    from duomem.agent.parsing import parse_action
+
+    things = [f"{c} {i}" for c in ("cup", "jar", "pot", "box", "wire", "battery") for i in range(9)]
+    things += ["metal pot", "sink", "stove", "substance in metal pot", "door to kitchen", "orange in bowl"]
+    valid = sorted({"look around", "inventory", "task", "wait", "wait1",
+                    *(f"connect {a} to {b}" for a in things for b in things if a != b),
+                    *(f"{v} {a}" for v in ("focus on", "look at", "pick up", "activate", "open") for a in things),
+                    *(f"pour {a} into {b}" for a in things[:20] for b in things[:20] if a != b)})
+    assert len(valid) > 3000
+    start = time.perf_counter()
+    assert parse_action("move metal pot to sink", []).command == "move metal pot to sink"
+    cases = {"focus on substance in metal pot": ("focus on substance in metal pot", "exact"),
+             "> Pick up the metal pot.": ("pick up metal pot", "normalised"),
+             "connect wire 1 to battery 2": ("connect wire 1 to battery 2", "exact"),
+             "go to the moon": ("go to the moon", "unmatched"),
+             "examine substance in metal pot": ("examine substance in metal pot", "unmatched"),
+             "": ("look around", "empty")}
+    for line, (command, match) in cases.items():
+        parsed = parse_action(line, valid)
+        assert (parsed.kind, parsed.command, parsed.match) == ("action", command, match), line
+    assert time.perf_counter() - start < 5  # a few ms per call on one core
+    assert parse_action("think: the pot is on the stove", valid).kind == "think"
+    free = parse_action("Open the door to kitchen", [])  # valid actions not listed: played as written
+    assert (free.command, free.match, free.invalid) == ("Open the door to kitchen", "exact", False)
+
+
+def test_sft_examples_of_a_scienceworld_gold_demonstration(needs_scienceworld, tmp_path):
+    """A gold-teacher episode becomes a demonstration (kept as played, a plan thought first) and SFT examples with
+    ScienceWorld's system prompt and few-shot examples: the messages the agent renders in play."""
+    import json
+
+    from duomem.agent.demonstrations import demonstration
+    from duomem.agent.episode import EpisodeState
+    from duomem.agent.prompts import SCIENCEWORLD_INSTRUCTIONS, TURN_END, fewshot_examples, transcript
+    from duomem.agent.react import ReActAgent
+    from duomem.distill.dataset import build_dataset, fewshot_game_ids
+    from duomem.envs.base import Observation
+    from duomem.eval.player import play
+    from duomem.eval.spec import RolloutSpec
+
+    task = spec(*SHORT)
+    (record,) = play(RolloutSpec(policy="expert"), [(task, 0)])
+    assert record.won and record.trajectory.source == "scienceworld"
+    demo = demonstration(record.trajectory)
+    assert demo is not None and demo.actions == record.trajectory.actions and len(demo.actions) == 3
+    assert demo.steps[0].text == "To solve the task, I need to find the animal with the longest life span."
+    path = tmp_path / "trajectories.jsonl"
+    path.write_text(demo.model_dump_json() + "\n")
+    meta = build_dataset(path, tmp_path / "sft", shots=2)
+    assert (meta["examples"], meta["per_type"]) == (1, {SHORT[0]: 1})
+    row = json.loads((tmp_path / "sft" / "train.jsonl").read_text())
+    messages = row["messages"]
+    assert messages[0] == {"role": "system", "content": SCIENCEWORLD_INSTRUCTIONS}
+    shown = fewshot_examples("train", "scienceworld")[SHORT[0]]
+    assert all(transcript(ex) in messages[1]["content"] for ex in shown)
+    assert messages[1]["content"].endswith(f"### Your task\n{demo.initial_observation}{TURN_END}")
+    assert [m["content"] for m in messages[2::2]] == [f"think: {demo.steps[0].text}", *demo.actions]
+    assert {t.game_id for t in shown} <= fewshot_game_ids(2)
+
+    class Unused:  # the agent's rendering needs no model call
+        name, context_length = "none", 1 << 20
+
+        def count_tokens(self, messages) -> int:
+            return 0
+
+    agent = ReActAgent(Unused(), shots=2)  # type: ignore[arg-type]
+    state = EpisodeState(task, "llm", "none", 0, 0, 100)
+    state.begin(Observation(text=demo.initial_observation, admissible_commands=[]), 0.0)
+    agent.start(state)
+    state.traj.steps = list(demo.steps)
+    assert agent.messages(state)[:-1] == messages  # play's prompt, less the answer to the last command
+
+
+def test_smollm2_plays_a_scienceworld_dev_episode(needs_scienceworld, smollm2, tmp_path, monkeypatch):
+    """`duomem eval --model smollm2-135m` on a prepared ScienceWorld dev set plays a real episode through the one
+    episode loop: the model is prompted with ScienceWorld's instructions and examples, the record has a score."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from duomem.agent.prompts import SCIENCEWORLD_INSTRUCTIONS, fewshot_examples, transcript
+    from duomem.agent.react import ReActAgent
+    from duomem.cli.main import app
+
+    seen: list[list[dict]] = []
+    render = ReActAgent.messages
+
+    def recorded(self, state):
+        messages = render(self, state)
+        seen.append(messages)
+        return messages
+
+    monkeypatch.setattr(ReActAgent, "messages", recorded)
+    monkeypatch.setenv("DUOMEM_DATA", str(tmp_path / "data"))
+    runner = CliRunner()
+    done = runner.invoke(app, ["data", "prepare", "--env", "scienceworld", "--splits", "dev", "--per-task", "1",
+                               "--task-names", SHORT[0]])
+    assert done.exit_code == 0, done.output + repr(done.exception)
+    out = tmp_path / "run"
+    done = runner.invoke(app, ["eval", "--model", smollm2, "--tasks", str(tmp_path / "data" / "scienceworld"),
+                               "--split", "dev", "--games", "1", "--max-steps", "3", "--out", str(out),
+                               "--no-progress"])
+    assert done.exit_code == 0, done.output + repr(done.exception)
+    (record,) = [json.loads(line) for line in (out / "episodes.jsonl").read_text().splitlines()]
+    assert record["game_id"].startswith(f"scienceworld/{SHORT[0]}/") and record["split"] == "dev"
+    assert record["error"] is None and isinstance(record["score"], float) and 1 <= record["steps"] <= 3
+    assert record["trajectory"]["initial_observation"].endswith(record["trajectory"]["goal"])
+    assert seen and all(m[0] == {"role": "system", "content": SCIENCEWORLD_INSTRUCTIONS} for m in seen)
+    assert transcript(fewshot_examples("train", "scienceworld")[SHORT[0]][0]) in seen[0][1]["content"]

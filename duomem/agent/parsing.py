@@ -11,6 +11,9 @@ from duomem.llm.base import THINK_PREFIX
 INVALID_MATCHES = frozenset({"unmatched", "forced", "empty", "closest"})
 """Match kinds that count as invalid actions (``closest`` only in records written before issue 13)."""
 _ARTICLES = {"a", "an", "the", "some"}
+LOOK_COMMANDS = ("look", "look around")
+"""What an empty answer plays, the first one admissible: ALFWorld's ``look``, ScienceWorld's ``look around``
+(without admissible commands, ``look``, which both games answer with the room)."""
 
 
 @dataclass(frozen=True)
@@ -70,7 +73,7 @@ def parse_action(text: str, admissible: list[str], allow_think: bool = True) -> 
     if not admissible:
         return ParsedAction("action", line or "look", "exact" if line else "empty")
     if not normalise(line):
-        fallback = "look" if "look" in admissible else admissible[0]
+        fallback = next((c for c in LOOK_COMMANDS if c in admissible), admissible[0])
         return ParsedAction("action", fallback, "empty")
     resolved = resolve(line, admissible)
     if resolved:

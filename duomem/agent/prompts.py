@@ -13,6 +13,7 @@ from functools import lru_cache
 from importlib import resources
 
 from duomem.agent.trajectory import Step, Trajectory, assistant_text
+from duomem.envs.pool import SCIENCEWORLD
 from duomem.llm.base import Message
 
 INSTRUCTIONS = """You are a household robot in a text game. Each turn, read what the game says and answer with ONE line: \
@@ -21,6 +22,23 @@ Commands: look, inventory, go to <receptacle>, open <receptacle>, close <recepta
 <receptacle>, move <object> to <receptacle>, examine <something>, use <object>, heat <object> with <receptacle>, \
 cool <object> with <receptacle>, clean <object> with <receptacle>, slice <object> with <object>.
 Use the names and numbers the game shows, e.g. "take mug 1 from countertop 2"."""
+"""ALFWorld's instructions (every committed result used them, byte for byte)."""
+
+SCIENCEWORLD_INSTRUCTIONS = """You are an agent in a science text game: rooms of a house and its surroundings, with \
+objects, substances, devices, plants and animals. Each turn, read what the game says and answer with ONE line: \
+either a command for the game, or a thought that starts with "think:".
+Commands: look around, look at <object>, look in <container>, read <object>, go to <room> (through an open door), \
+open <object>, close <object>, pick up <object>, put down <object>, move <object> to <place>, pour <object> into \
+<container>, dunk <object> into <container>, mix <container>, activate <device>, deactivate <device>, use <object> \
+on <object>, connect <object> to <object>, disconnect <object>, eat <object>, flush <object>, focus on <object>, \
+wait (10 time steps), wait1 (one time step), inventory, task (repeat the task).
+Use the names the game shows, e.g. "move metal pot to stove". Focus only on what the task says to focus on: \
+focusing on anything else fails the task."""
+"""ScienceWorld's instructions: its action templates as the simulator lists them (``getPossibleActions``; not
+``reset task``, and ``go OBJ`` as ``go to``), in its valid actions' wording (``pour X into Y``)."""
+
+INSTRUCTIONS_BY_ENV = {"alfworld": INSTRUCTIONS, SCIENCEWORLD: SCIENCEWORLD_INSTRUCTIONS}
+"""The system prompt of each environment (:func:`environment` of a task's ``source``)."""
 
 MEMORY_OPEN = "### Memories of similar tasks"
 MEMORY_CLOSE = "### End of memories"
@@ -32,14 +50,31 @@ FEWSHOT_SETS = {"train": "fewshot_train.json", "heldout": "fewshot.json"}
 """The few-shot example sets, two expert demonstrations per task type: ``train`` (ALFWorld train games, the set
 every committed result used; its 12 games are left out of SFT data) and ``heldout`` (generated games on floor
 plans no ALFWorld split uses, ``scripts/build_fewshot.py``)."""
+SCIENCEWORLD_FEWSHOT = "fewshot_scienceworld.json"
+"""ScienceWorld's few-shot examples under either set name: up to two gold demonstrations per task, of train
+variations (``scripts/build_fewshot_scienceworld.py``; they are left out of SFT data as the ``train`` set's games
+are)."""
 
 
-@lru_cache(maxsize=4)
-def fewshot_examples(fewshot: str = "train") -> dict[str, list[Trajectory]]:
-    """The few-shot examples of the set ``fewshot`` (see :data:`FEWSHOT_SETS`), by task type."""
+def environment(source: str) -> str:
+    """The environment a task's ``source`` is played in: ``scienceworld``, or ``alfworld`` (official or
+    generated ALFWorld games)."""
+    return SCIENCEWORLD if source == SCIENCEWORLD else "alfworld"
+
+
+def instructions(source: str = "alfworld") -> str:
+    """The system prompt for a task of ``source`` (see :data:`INSTRUCTIONS_BY_ENV`)."""
+    return INSTRUCTIONS_BY_ENV[environment(source)]
+
+
+@lru_cache(maxsize=8)
+def fewshot_examples(fewshot: str = "train", source: str = "alfworld") -> dict[str, list[Trajectory]]:
+    """The few-shot examples of the set ``fewshot`` (see :data:`FEWSHOT_SETS`) for tasks of ``source``, by task
+    type (ScienceWorld: :data:`SCIENCEWORLD_FEWSHOT`, whatever the set)."""
     if fewshot not in FEWSHOT_SETS:
         raise ValueError(f"unknown few-shot set {fewshot!r}; use {' or '.join(FEWSHOT_SETS)}")
-    raw = json.loads(resources.files("duomem.agent").joinpath(FEWSHOT_SETS[fewshot]).read_text())
+    name = SCIENCEWORLD_FEWSHOT if environment(source) == SCIENCEWORLD else FEWSHOT_SETS[fewshot]
+    raw = json.loads(resources.files("duomem.agent").joinpath(name).read_text())
     out: dict[str, list[Trajectory]] = {}
     for item in raw:
         traj = Trajectory.model_validate(item)
@@ -64,11 +99,12 @@ def memory_block(memories: Sequence[str]) -> str:
 
 
 def task_prompt(task_type: str, initial_observation: str, shots: int = 2, memories: Sequence[str] = (),
-                fewshot: str = "train") -> str:
-    """The first user turn: ``shots`` solved examples of ``task_type`` as transcripts, the retrieved memories,
-    then the new task. Small models follow this transcript form far better than examples in a system turn."""
+                fewshot: str = "train", source: str = "alfworld") -> str:
+    """The first user turn: ``shots`` solved examples of ``task_type`` (from the examples of ``source``'s
+    environment) as transcripts, the retrieved memories, then the new task. Small models follow this transcript
+    form far better than examples in a system turn."""
     parts = []
-    examples = fewshot_examples(fewshot).get(task_type, [])[:shots]
+    examples = fewshot_examples(fewshot, source).get(task_type, [])[:shots]
     if examples:
         parts.append(f"Here {'is a solved task' if len(examples) == 1 else f'are {len(examples)} solved tasks'} "
                      "of the same kind.")
@@ -85,10 +121,13 @@ def observation_turn(text: str, note: str = "") -> str:
     return f"{text}\n{note}{TURN_END}" if note else f"{text}{TURN_END}"
 
 
-def conversation(first_user: str, steps: Sequence[Step], notes: Sequence[str] | None = None) -> list[Message]:
-    """The episode so far as chat turns: the task (user), then command or thought (assistant), the game's answer
-    (user) with ``notes[i]`` under the answer to step ``i`` (none without notes), and so on."""
-    messages: list[Message] = [{"role": "system", "content": INSTRUCTIONS}, {"role": "user", "content": first_user}]
+def conversation(first_user: str, steps: Sequence[Step], notes: Sequence[str] | None = None,
+                 source: str = "alfworld") -> list[Message]:
+    """The episode so far as chat turns: the instructions of ``source``'s environment (system), the task (user),
+    then command or thought (assistant), the game's answer (user) with ``notes[i]`` under the answer to step ``i``
+    (none without notes), and so on."""
+    messages: list[Message] = [{"role": "system", "content": instructions(source)},
+                               {"role": "user", "content": first_user}]
     for i, step in enumerate(steps):
         messages.append({"role": "assistant", "content": assistant_text(step)})
         messages.append({"role": "user", "content": observation_turn(step.observation, notes[i] if notes else "")})
@@ -96,12 +135,12 @@ def conversation(first_user: str, steps: Sequence[Step], notes: Sequence[str] | 
 
 
 def episode_conversation(first_user: str, traj: Trajectory, note: bool = False) -> list[Message]:
-    """:func:`conversation` of a trajectory, with its episodic notes when ``note`` (the one place both play and SFT
-    data decide what the student reads)."""
+    """:func:`conversation` of a trajectory, with the instructions of its environment (its ``source``) and its
+    episodic notes when ``note`` (the one place both play and SFT data decide what the student reads)."""
     from duomem.agent.note import room_notes
 
     notes = room_notes(traj.initial_observation, traj.goal, traj.steps) if note else None
-    return conversation(first_user, traj.steps, notes)
+    return conversation(first_user, traj.steps, notes, traj.source)
 
 
 def fit_history(messages: list[Message], count_tokens: Callable[[Sequence[Message]], int], budget: int,

@@ -60,7 +60,7 @@ class ReActAgent:
     def start(self, state: EpisodeState) -> None:
         memories = self.memory.retrieve_for(state.task) if self.memory else []
         state.first_user = task_prompt(state.task.task_type, state.obs.text, self.shots,
-                                       [text for _, text in memories], self.fewshot)
+                                       [text for _, text in memories], self.fewshot, state.task.source)
         state.memory_ids = [mid for mid, _ in memories]
 
     def messages(self, state: EpisodeState) -> list[Message]:

@@ -45,6 +45,16 @@ def _after(task_type: str, params: dict[str, str], action: str, placed: int) -> 
     return None
 
 
+def scienceworld_plan(task: str) -> str:
+    """The plan thought of a ScienceWorld demonstration: the first sentence of the task description in ``task``
+    (the goal, or the first observation, which ends with it) as what to do ("Your task is to boil lead. ..." ->
+    "To solve the task, I need to boil lead.")."""
+    start = task.rfind("Your task is to ")
+    text = task[start + len("Your task is to "):] if start >= 0 else task
+    first = text.strip().split(". ")[0].strip().rstrip(".")
+    return f"To solve the task, I need to {first}." if first else "To solve the task, I need to do what it says."
+
+
 def annotate(task_type: str, params: dict[str, str], steps: list[Step]) -> list[Step]:
     """``steps`` (actions only) with a plan first and a thought after each milestone (not after the last step)."""
     out = [Step(kind="think", text=plan(task_type, params), observation="OK.", match="think")]

@@ -24,6 +24,7 @@ from pathlib import Path
 from duomem.agent.prompts import episode_conversation, fewshot_examples, fit_history, task_prompt
 from duomem.agent.trajectory import Trajectory
 from duomem.envs.base import TASK_TYPES, TaskSpec
+from duomem.envs.pool import SCIENCEWORLD
 from duomem.errors import ConfigError, DataError
 from duomem.jsonl import atomic_write_json, atomic_write_text
 from duomem.memory.build import load_trajectories
@@ -40,7 +41,8 @@ def _task_of(traj: Trajectory) -> TaskSpec:
 def trajectory_examples(traj: Trajectory, shots: int, memories: list[tuple[str, str]],
                         history_window: int | None = None, fewshot: str = "train", note: bool = False) -> list[list[dict]]:
     """The chat examples for one trajectory (one, or one per assistant turn with a history window)."""
-    first = task_prompt(traj.task_type, traj.initial_observation, shots, [text for _, text in memories], fewshot)
+    first = task_prompt(traj.task_type, traj.initial_observation, shots, [text for _, text in memories], fewshot,
+                        traj.source)
     messages = episode_conversation(first, traj, note)[:-1]  # the game's answer to the last command is not needed
     if history_window is None:
         return [messages]
@@ -63,10 +65,11 @@ def dropped_trajectories(trajectory_ids: list[str], share: float, seed: int = 0)
 
 
 def fewshot_game_ids(shots: int, fewshot: str = "train") -> set[str]:
-    """The games shown as few-shot examples (all of them when ``shots`` > 0)."""
+    """The games shown as few-shot examples (all of them, of every environment, when ``shots`` > 0)."""
     if shots <= 0:
         return set()
-    return {t.game_id for examples in fewshot_examples(fewshot).values() for t in examples}
+    return {t.game_id for source in ("alfworld", SCIENCEWORLD)
+            for examples in fewshot_examples(fewshot, source).values() for t in examples}
 
 
 def build_dataset(trajectories: Path, out: Path, shots: int = 2, memory: str | None = None, top_k: int = 2,
