@@ -41,12 +41,13 @@ ROWS: dict[str, dict[str, bool]] = {
     "duomem": {"memory": True, "lora": True},
 }
 STUDENTS: dict[str, dict] = {
-    "smollm2-135m": {"lora_shots": 2, "epochs": 2, "train_args": []},
-    "qwen2.5-coder-0.5b": {"lora_shots": 0, "epochs": 2, "train_args": []},
-    "qwen2.5-coder-1.5b": {"lora_shots": 0, "epochs": 1, "train_args": ["--gradient-checkpointing"]},
+    "smollm2-135m": {"params": "135M", "lora_shots": 2, "epochs": 2, "train_args": []},
+    "qwen2.5-coder-0.5b": {"params": "494M", "lora_shots": 0, "epochs": 2, "train_args": []},
+    "qwen2.5-coder-1.5b": {"params": "1.54B", "lora_shots": 0, "epochs": 1, "train_args": ["--gradient-checkpointing"]},
 }
-"""Per student: few-shot examples in the trained rows' prompts (SFT and play alike), training epochs and further
-training options (the 1.5B's two rows train side by side on one card). The 135M's are its shipped students' (its
+"""Per student: its parameters (the model card's count), few-shot examples in the trained rows' prompts (SFT and
+play alike), training epochs and further training options (the 1.5B trains beside a batched row on an 80 GB card:
+without checkpointing a batch of its longest demonstrations takes about 50 GB of activations). The 135M's are its shipped students' (its
 rows here are read from their own benchmarks, :data:`REFERENCE`; it trains the rows of
 ``benchmarks/new_task_types.py``). Not tuned: set by the lent GPU's time (30
 minutes a session, the model's transfer included); the report says so."""
@@ -331,8 +332,9 @@ examples), read from their own benchmarks."""
 BACKENDS = {
     "llamacpp": "llama.cpp on 2 CPU cores (the packaged Q4_K_M GGUF, the LoRA as a GGUF adapter), one thread per "
                 "worker process",
-    "transformers": "transformers on one H200 (the GGUF dequantised to bf16, the peft LoRA merged), every game of "
-                    "the split stepped together, one batched generate per step",
+    "transformers": "transformers on one GPU (the 0.5B's rows on an H200, the 1.5B's on an H100; the GGUF "
+                    "dequantised to bf16, the peft LoRA merged), every game of the split stepped together, one batched "
+                    "generate per step",
 }
 TRAINED = HERE / "runs" / "students"
 """Each trained row's ``training.json`` as ``<student>/<row>.training.json`` (the adapters stay out of the tree)."""
@@ -343,6 +345,55 @@ def training() -> dict[tuple[str, str], dict]:
     for path in sorted(TRAINED.glob("*/*.training.json")):
         found[(path.parent.name, path.name.split(".")[0])] = json.loads(path.read_text())
     return found
+
+
+def _adapter_mb(student: str) -> str:
+    gguf = training().get((student, "lora"), {}).get("adapter_gguf")
+    shipped = ROOT / "adapters" / f"{student}-lora" / "adapter.gguf"
+    size = gguf["bytes"] if gguf else shipped.stat().st_size if shipped.is_file() else None
+    return f"{size / 1e6:.1f}" if size else "-"
+
+
+def scaling_table(rows: list[dict], split: str) -> list[str]:
+    """One line per student: each row's success (a complete row first, llama.cpp before the GPU), the paired
+    tests, and the LoRA student on 2 CPU cores (s/episode, peak RSS; a sample where its row is not complete)."""
+    names = {"nomem": "no memory", "teacher_memory": "teacher memory", "lora": "LoRA only", "duomem": "DuoMem"}
+
+    def best(student: str, row: str, backend: str | None = None) -> dict | None:
+        found = [r for r in rows if r["student"] == student and r["row"] == row and r["actions"] == "free"
+                 and backend in (None, r["backend"])]
+        return min(found, key=lambda r: (not r["complete"], r["backend"] != "llamacpp"), default=None)
+
+    def cell(r: dict | None) -> str:
+        if r is None:
+            return "-"
+        from duomem.eval.summary import pct_ci
+
+        s = r["summary"]
+        where = [] if r["backend"] == "llamacpp" else ["GPU"]
+        where += [] if r["complete"] else [f"{s['n_episodes']} of {N_PLANNED[split]}"]
+        return pct_ci(s) + (f" ({', '.join(where)})" if where else "")
+
+    def paired(r: dict | None) -> str:
+        c = r and r.get("paired")
+        return f"{c['a_only']} / {c['b_only']}, p = {c['p_value']:.2f}" if c else "-"
+
+    lines = [f"**Scaling** ({split}, free play; llama.cpp on 2 CPU cores unless marked GPU; a partial row says how "
+             "many games it holds; paired: games won by one side only, exact McNemar p):", "",
+             "| student | parameters | " + " | ".join(names.values()) + " | DuoMem vs LoRA | teacher memory vs "
+             "none | LoRA s/episode, 2 cores | peak RSS MB | LoRA adapter MB |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for student, conf in STUDENTS.items():
+        chosen = {row: best(student, row) for row in names}
+        cpu = best(student, "lora", "llamacpp")
+        speed = "-" if cpu is None else (f"{cpu['summary']['wall_s_per_episode']:.0f}"
+                                          + ("" if cpu["complete"] else f" ({cpu['summary']['n_episodes']} games)"))
+        rss = round(cpu["summary"]["peak_rss_mb"]) if cpu and cpu["summary"]["peak_rss_mb"] else "-"
+        lines.append(f"| {student} | {conf['params']} | " + " | ".join(cell(chosen[r]) for r in names)
+                     + f" | {paired(chosen['duomem'])} | {paired(chosen['teacher_memory'])} | {speed} | {rss} | "
+                     f"{_adapter_mb(student)} |")
+    lines.append("| paper: Qwen3-4B, 72B teacher | 4B | 4.3 | 56.4 | 72.1 | 77.9 | - | - | - | - | - |")
+    return lines
 
 
 PAPER = "Qwen3-4B (DuoMem abstract): no memory 4.3, own memory 55.0, + teacher memory 56.4, + LoRA 72.1, DuoMem 77.9"
@@ -396,6 +447,7 @@ def report(split: str = "valid_unseen") -> Path:
         p = f"{c['p_value']:.3f}" if c else "-"
         lines.append(f"| {r['student']} | {r['row']} | {r['actions']} | {r['backend']} | {n} | {pct_ci(s)} | {vs} | {p} | "
                      f"{s['wall_s_per_episode']:.0f} | {round(s['peak_rss_mb']) if s['peak_rss_mb'] else '-'} |")
+    lines += ["", *scaling_table(rows, split)]
     lines += ["", "s/episode: one episode's wall time; a batched row plays all its games at once (its throughput: "
               "`results/gpu-throughput.md`). Training (`runs/students/<student>/<row>.training.json`):", "",
               "| student | row | examples | epochs | steps | tokens/s | wall s | device | adapter (GGUF) |",
