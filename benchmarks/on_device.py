@@ -89,9 +89,9 @@ def main() -> None:
         lines.append(f"| {Path(lp['run']).name} | {lp['episodes']} | {lp['s_per_episode']:.1f} | "
                      f"{lp['llm_s_per_episode']:.1f} | {lp['predicted_llm_s_per_episode']:.1f} | "
                      f"{lp['llm_vs_raw']:.2f}x | {100 * lp['env_share_of_wall']:.0f}% | {lp['peak_rss_mb']:.0f} |")
-    out = HERE / "results" / f"on-device-{args.name}"
-    atomic_write_json(out.with_suffix(".json"), result)
-    atomic_write_text(out.with_suffix(".md"), "\n".join(lines) + "\n")
+    out = HERE / "results" / f"on-device-{args.name}"  # names hold dots (qwen2.5-...): no with_suffix
+    atomic_write_json(out.with_name(out.name + ".json"), result)
+    atomic_write_text(out.with_name(out.name + ".md"), "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
