@@ -60,6 +60,18 @@ def batch_tokens() -> int:
     return int(_positive("DUOMEM_BATCH_TOKENS", 393216, int))
 
 
+def dequantised_cache(device: str) -> bool:
+    """Whether a GGUF model loaded with transformers keeps its dequantised weights on disk
+    (``DUOMEM_DEQUANTISED_CACHE``: ``1`` always, ``0`` never; unset: on CUDA only, where each further process then
+    loads in seconds instead of minutes; on a CPU the float32 copy would take 4-8x the GGUF's disk)."""
+    from duomem.errors import ConfigError
+
+    value = os.environ.get("DUOMEM_DEQUANTISED_CACHE", "")
+    if value not in ("", "0", "1"):
+        raise ConfigError(f"DUOMEM_DEQUANTISED_CACHE={value!r}: use 1 (keep), 0 (never) or leave it unset")
+    return value == "1" or (value == "" and device.startswith("cuda"))
+
+
 def openai_key_env() -> str:
     """The name of the variable holding the OpenAI-compatible server's key (``DUOMEM_OPENAI_KEY_ENV``)."""
     return os.environ.get("DUOMEM_OPENAI_KEY_ENV") or "OPENAI_API_KEY"

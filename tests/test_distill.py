@@ -124,6 +124,36 @@ def _random_adapter(smollm2: str, out: Path, seed: int) -> None:
     (out / "training.json").write_text(json.dumps({"base_model": smollm2}))
 
 
+def test_a_dequantised_gguf_is_kept_and_loads_back_the_same(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           smollm2: str, bundle):
+    """With ``DUOMEM_DEQUANTISED_CACHE=1`` the first load keeps the dequantised weights and the next one reads them:
+    the same tensors, tokens, chat template and logits as the GGUF dequantised afresh."""
+    import torch
+
+    from duomem.errors import ConfigError
+    from duomem.llm.hf import dequantised_folder, encode, load_hf
+    from duomem.llm.registry import resolve
+
+    monkeypatch.setenv("DUOMEM_HOME", str(tmp_path))
+    monkeypatch.setenv("DUOMEM_DEQUANTISED_CACHE", "1")
+    kept = dequantised_folder(resolve(smollm2), "float32")
+    load_hf(smollm2)
+    assert (kept / "config.json").is_file() and (kept / "model.safetensors").is_file()
+    again = load_hf(smollm2)
+    assert again.model.name_or_path == str(kept)
+    want, got = bundle.model.state_dict(), again.model.state_dict()
+    assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)
+    assert (again.chat_template, again.add_bos) == (bundle.chat_template, bundle.add_bos)
+    text = "think: go to cabinet 1\nYou arrive at cabinet 1."
+    ids = encode(bundle, text)
+    assert encode(again, text) == ids
+    with torch.no_grad():
+        assert torch.equal(bundle.model(torch.tensor([ids])).logits, again.model(torch.tensor([ids])).logits)
+    monkeypatch.setenv("DUOMEM_DEQUANTISED_CACHE", "yes")
+    with pytest.raises(ConfigError, match="DUOMEM_DEQUANTISED_CACHE"):
+        load_hf(smollm2)
+
+
 def test_export_matches_transformers(tmp_path: Path, smollm2: str, bundle):
     """A strong random adapter: llama.cpp with the exported GGUF LoRA must follow transformers + peft."""
     import torch

@@ -3,6 +3,9 @@ optional peft adapters, on CPU or CUDA. Also serves batched generation for many 
 
 from __future__ import annotations
 
+import hashlib
+import os
+import shutil
 import time
 import warnings
 from collections.abc import Sequence
@@ -65,12 +68,17 @@ def load_hf(ref: ModelRef | str, device: str = "cpu", dtype: str = "auto", for_t
     else:
         torch_dtype = getattr(torch, dtype)
     kwargs: dict[str, Any] = {}
+    keep: Path | None = None
     if ref.kind == "gguf":
         assert ref.path is not None
         source, kwargs["gguf_file"] = str(ref.path.parent), ref.path.name
         meta = gguf_metadata(ref.path, ("tokenizer.chat_template", "tokenizer.ggml.add_bos_token"))
         template = meta.get("tokenizer.chat_template")
         add_bos = bool(meta.get("tokenizer.ggml.add_bos_token", False))
+        if settings.dequantised_cache(device):
+            keep = dequantised_folder(ref, str(torch_dtype).removeprefix("torch."))
+            if (keep / "config.json").is_file():
+                source, kwargs, keep = str(keep), {}, None
     elif ref.kind == "hf":
         source = ref.hf_id or ""
         template, add_bos = None, False
@@ -91,12 +99,41 @@ def load_hf(ref: ModelRef | str, device: str = "cpu", dtype: str = "auto", for_t
         model.is_quantized = False
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
+    if keep is not None:
+        _keep_dequantised(model, tokenizer, keep)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.to(device)
     if not for_training:
         model.eval()
     return HFBundle(model=model, tokenizer=tokenizer, chat_template=template, add_bos=add_bos, name=ref.name)
+
+
+def dequantised_folder(ref: ModelRef, dtype: str) -> Path:
+    """Where a GGUF model's dequantised weights are kept for transformers (``DUOMEM_HOME/cache/dequantised``), keyed
+    by the file (a packaged model's sha256, else its path, size and modification time) and the dtype."""
+    assert ref.path is not None
+    if ref.packaged is not None:
+        key = ref.packaged.sha256
+    else:
+        stat = ref.path.stat()
+        key = f"{ref.path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+    digest = hashlib.sha256(f"{key}:{dtype}".encode()).hexdigest()[:16]
+    return settings.duomem_home() / "cache" / "dequantised" / f"{ref.name}-{dtype}-{digest}"
+
+
+def _keep_dequantised(model: Any, tokenizer: Any, out: Path) -> None:
+    """Save a freshly dequantised model and its tokenizer to ``out`` (written beside it, then renamed, so a process
+    loading at the same time sees the whole folder or none)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    try:
+        os.replace(tmp, out)
+    except OSError:  # another process kept it first
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def render(bundle: HFBundle, messages: Sequence[Message], add_generation_prompt: bool = True) -> str:
