@@ -8,6 +8,7 @@ applied to ``lora_b`` of q and k so that B @ A matches the permuted base weight.
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from typing import Literal
@@ -49,7 +50,8 @@ def export_gguf_lora(adapter_dir: Path, out: Path, base_model: str | None = None
     tensors = load_file(str(weights_path))
     np_dtype = np.float32 if dtype == "f32" else np.float16
     q8 = gguf.GGMLQuantizationType.Q8_0
-    writer = gguf.GGUFWriter(str(out), arch)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")  # renamed once whole: a reader never sees a part
+    writer = gguf.GGUFWriter(str(tmp), arch)
     writer.add_type(gguf.GGUFType.ADAPTER)
     writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
     writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, float(cfg.get("lora_alpha", cfg.get("r", 1))))
@@ -76,6 +78,7 @@ def export_gguf_lora(adapter_dir: Path, out: Path, base_model: str | None = None
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
+    os.replace(tmp, out)
     return {"path": str(out), "bytes": out.stat().st_size, "tensors": written, "base_model": base_name, "arch": arch}
 
 
