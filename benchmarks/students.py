@@ -347,6 +347,12 @@ def training() -> dict[tuple[str, str], dict]:
     return found
 
 
+SPEED_SAMPLE = {"smollm2-135m": HERE / "runs" / "students-speed" / "smollm2-135m-lora-n30"}
+"""The shipped 135M LoRA student on the 30 games (5 a type) of the larger students' on-device samples, played on
+the same machine on quiet cores (``duomem eval --student smollm2-135m-lora --games 30 --workers 2 --out ...``):
+the scaling table's speed for it, where its full row was timed on another machine."""
+
+
 def _adapter_mb(student: str) -> str:
     gguf = training().get((student, "lora"), {}).get("adapter_gguf")
     shipped = ROOT / "adapters" / f"{student}-lora" / "adapter.gguf"
@@ -379,13 +385,20 @@ def scaling_table(rows: list[dict], split: str) -> list[str]:
         return f"{c['a_only']} / {c['b_only']}, p = {c['p_value']:.2f}" if c else "-"
 
     lines = [f"**Scaling** ({split}, free play; llama.cpp on 2 CPU cores unless marked GPU; a partial row says how "
-             "many games it holds; paired: games won by one side only, exact McNemar p):", "",
+             "many games it holds; paired: games won by one side only, exact McNemar p; speed: the LoRA student's "
+             "30-game sample where there is one, all on one machine, else its row):", "",
              "| student | parameters | " + " | ".join(names.values()) + " | DuoMem vs LoRA | teacher memory vs "
              "none | LoRA s/episode, 2 cores | peak RSS MB | LoRA adapter MB |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for student, conf in STUDENTS.items():
         chosen = {row: best(student, row) for row in names}
         cpu = best(student, "lora", "llamacpp")
+        if student in SPEED_SAMPLE:
+            from duomem.eval.runner import load_records
+            from duomem.eval.summary import summarize
+
+            found = load_records(SPEED_SAMPLE[student])
+            cpu = {"complete": False, "summary": summarize(found, "speed", "llm", student, split)}
         speed = "-" if cpu is None else (f"{cpu['summary']['wall_s_per_episode']:.0f}"
                                           + ("" if cpu["complete"] else f" ({cpu['summary']['n_episodes']} games)"))
         rss = round(cpu["summary"]["peak_rss_mb"]) if cpu and cpu["summary"]["peak_rss_mb"] else "-"

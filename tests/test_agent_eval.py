@@ -124,6 +124,26 @@ def test_eval_resume_after_kill(prepared: Path, tmp_path: Path):
     assert (out / "summary.md").read_text().startswith("# ")
 
 
+def test_a_killed_drivers_workers_end(prepared: Path, tmp_path: Path):
+    """SIGKILL the driver of a 2-worker evaluation: its worker processes (and their game processes) end within
+    seconds instead of playing on as orphans."""
+    import psutil
+
+    out = tmp_path / "run"
+    proc = _cli("eval", "--policy", "expert", "--split", "valid_unseen", "--games", "12", "--workers", "2", "--out",
+                str(out), "--no-progress", env=dict(os.environ))
+    episodes = out / "episodes.jsonl"
+    deadline = time.time() + 180
+    while time.time() < deadline and (not episodes.is_file() or not episodes.read_text().strip()):
+        time.sleep(0.2)
+    children = psutil.Process(proc.pid).children(recursive=True)
+    assert len(children) >= 2
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    _gone, alive = psutil.wait_procs(children, timeout=20)
+    assert not alive, [c.cmdline()[-1:] for c in alive]
+
+
 def test_resume_with_other_settings_is_refused(prepared: Path, tmp_path: Path):
     from duomem.envs.alfworld_data import load_tasks
     from duomem.eval.runner import run_rollouts

@@ -12,6 +12,8 @@ import json
 import multiprocessing as mp
 import os
 import random
+import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -189,9 +191,17 @@ _PLAYER: list[Player] = []
 _INIT_ERROR: list[DuomemError] = []
 
 
+def _exit_with(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(1)
+
+
 def _worker_init(spec_json: str, guard: str | None) -> None:
     """Load the worker's player. A failure (say, a model file llama.cpp cannot read) is kept and raised by the
-    worker's first job, so that it reaches the driver as its own one-line error."""
+    worker's first job, so that it reaches the driver as its own one-line error. A worker ends within a second of
+    its driver being killed (an orphan would go on playing its episode, whose record no one writes)."""
+    threading.Thread(target=_exit_with, args=(os.getppid(),), daemon=True).start()
     try:
         _PLAYER.append(Player(RolloutSpec.model_validate_json(spec_json), guard))
     except DuomemError as exc:
