@@ -47,10 +47,10 @@ STUDENTS: dict[str, dict] = {
 }
 """Per student: its parameters (the model card's count), few-shot examples in the trained rows' prompts (SFT and
 play alike), training epochs and further training options (the 1.5B trains beside a batched row on an 80 GB card:
-without checkpointing a batch of its longest demonstrations takes about 50 GB of activations). The 135M's are its shipped students' (its
-rows here are read from their own benchmarks, :data:`REFERENCE`; it trains the rows of
-``benchmarks/new_task_types.py``). Not tuned: set by the lent GPU's time (30
-minutes a session, the model's transfer included); the report says so."""
+without checkpointing a batch of its longest demonstrations takes about 50 GB of activations). The 135M's are its
+shipped students' (its rows here are read from their own benchmarks, :data:`REFERENCE`; it trains the rows of
+``benchmarks/new_task_types.py``). Not tuned: set by the lent GPU's time (30 minutes a session, the model's
+transfer included); the report says so."""
 TRAIN = ["--rank", "16", "--alpha", "32", "--lr", "2e-4", "--max-length", "8192", "--batch-size", "8",
          "--grad-accum", "2", "--save-steps", "50"]
 DEVICE_WHEELS = ["accelerate==1.16.0", "annotated_doc==0.0.7", "annotated_types==0.8.0", "click==8.5.1",
@@ -363,6 +363,9 @@ def _adapter_mb(student: str) -> str:
 def scaling_table(rows: list[dict], split: str) -> list[str]:
     """One line per student: each row's success (a complete row first, llama.cpp before the GPU), the paired
     tests, and the LoRA student on 2 CPU cores (s/episode, peak RSS; a sample where its row is not complete)."""
+    from duomem.eval.runner import load_records
+    from duomem.eval.summary import pct_ci, summarize
+
     names = {"nomem": "no memory", "teacher_memory": "teacher memory", "lora": "LoRA only", "duomem": "DuoMem"}
 
     def best(student: str, row: str, backend: str | None = None) -> dict | None:
@@ -373,8 +376,6 @@ def scaling_table(rows: list[dict], split: str) -> list[str]:
     def cell(r: dict | None) -> str:
         if r is None:
             return "-"
-        from duomem.eval.summary import pct_ci
-
         s = r["summary"]
         where = [] if r["backend"] == "llamacpp" else ["GPU"]
         where += [] if r["complete"] else [f"{s['n_episodes']} of {N_PLANNED[split]}"]
@@ -392,13 +393,11 @@ def scaling_table(rows: list[dict], split: str) -> list[str]:
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for student, conf in STUDENTS.items():
         chosen = {row: best(student, row) for row in names}
-        cpu = best(student, "lora", "llamacpp")
         if student in SPEED_SAMPLE:
-            from duomem.eval.runner import load_records
-            from duomem.eval.summary import summarize
-
-            found = load_records(SPEED_SAMPLE[student])
-            cpu = {"complete": False, "summary": summarize(found, "speed", "llm", student, split)}
+            sample = load_records(SPEED_SAMPLE[student])
+            cpu = {"complete": False, "summary": summarize(sample, "speed", "llm", student, split)}
+        else:
+            cpu = best(student, "lora", "llamacpp")
         speed = "-" if cpu is None else (f"{cpu['summary']['wall_s_per_episode']:.0f}"
                                           + ("" if cpu["complete"] else f" ({cpu['summary']['n_episodes']} games)"))
         rss = round(cpu["summary"]["peak_rss_mb"]) if cpu and cpu["summary"]["peak_rss_mb"] else "-"
