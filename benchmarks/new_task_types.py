@@ -15,6 +15,9 @@ Per held-out type T (valid_unseen's games of T, all of them):
      demonstrations and T's memories left out of every training prompt), played with the bank
   d  the shipped students trained on all six types (their committed valid_unseen rows, T's games): LoRA only for
      a and b, DuoMem for c
+Rows a-c play T's games as a new kind of task (``--unseen-types T``): their prompts show no solved example of T
+(the shipped students' prompts show two of the task's own type), so a and the LoRA's weights never see T's
+procedure, and b and c get it from the bank's memories only.
 The memory settings (k = 2, the bank's abstract format, similarity retrieval) are the shipped DuoMem student's,
 chosen on valid_seen before this benchmark (benchmarks/README section 10); nothing is chosen on valid_unseen.
 """
@@ -73,8 +76,8 @@ def evaluate(types: list[str], rows: list[str], workers: int) -> None:
                 raise SystemExit(f"error: {adapter} is missing: train {row_name(recipe, t)} first (see the usage)")
             cmd = ["duomem", "eval", "--model", STUDENT, "--adapter", str(adapter.relative_to(ROOT)), "--shots",
                    str(STUDENTS[STUDENT]["lora_shots"]), "--split", "valid_unseen", "--task-types", t, "--workers",
-                   str(workers), "--out", str(records(t, row).relative_to(ROOT)), "--name", f"{row}-no-{t}",
-                   "--no-progress"]
+                   str(workers), "--unseen-types", t, "--out", str(records(t, row).relative_to(ROOT)),
+                   "--name", f"{row}-no-{t}", "--no-progress"]
             if memory:
                 cmd += ["--memory", str(BANK.relative_to(ROOT)), "--top-k", "2"]
             print(" ".join(cmd), flush=True)

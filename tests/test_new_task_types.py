@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -87,3 +89,35 @@ def test_memory_add_updates_a_shipped_students_manifest(tmp_path: Path, needs_to
     manifest = json.loads((bank / "manifest.json").read_text())
     assert manifest["n_entries"] > n_before and manifest["retrieval"] == "embedding"
     assert manifest["updates"][-1]["per_type"] == {"heat": manifest["n_entries"] - n_before}
+
+
+def test_an_unseen_type_is_played_without_its_solved_examples(prepared: Path, smollm2_model, duomem_home: Path):
+    """A type the student never learned shows no solved example of itself (the other types keep theirs, and runs
+    that name no unseen type keep their keys); the CLI refuses an unknown type in one line."""
+    from duomem.agent.episode import EpisodeState
+    from duomem.agent.react import ReActAgent
+    from duomem.envs.alfworld import AlfworldEnv
+    from duomem.envs.alfworld_data import load_tasks
+    from duomem.eval.spec import RolloutSpec
+
+    tasks = load_tasks("valid_seen")
+    heat, pick = (next(t for t in tasks if t.task_type == kind) for kind in ("heat", "pick"))
+    agent = ReActAgent(smollm2_model, shots=2, unseen_types=["heat"])
+    env = AlfworldEnv(expert=False)
+    try:
+        firsts = {}
+        for task in (heat, pick):
+            state = EpisodeState(task, "llm", "smollm2-135m", 0, 0, 5)
+            state.begin(env.reset(task, seed=0), 0.0)
+            agent.start(state)
+            firsts[task.task_type] = state.first_user
+    finally:
+        env.close()
+    assert "### Example" not in firsts["heat"] and firsts["heat"].startswith("### Your task")
+    assert firsts["pick"].count("### Example") == 2
+    plain = RolloutSpec(model="smollm2-135m")
+    assert "unseen_types" not in plain.key_fields()
+    assert RolloutSpec(model="smollm2-135m", unseen_types=["heat"]).fingerprint() != plain.fingerprint()
+    bad = subprocess.run([sys.executable, "-m", "duomem.cli", "eval", "--model", "smollm2-135m", "--unseen-types", "bake"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "unseen_types" in bad.stderr

@@ -39,7 +39,8 @@ class ReActAgent:
     def __init__(self, model: ChatModel, shots: int = 2, memory: MemoryRetriever | None = None,
                  history_window: int | None = None, max_new_tokens: int = 64, temperature: float = 0.0,
                  reserve_tokens: int = 128, max_consecutive_thinks: int = 1, fewshot: str = "train",
-                 action_selection: str = "free", score_norm: str = "mean", note: bool = False) -> None:
+                 action_selection: str = "free", score_norm: str = "mean", note: bool = False,
+                 unseen_types: Sequence[str] = ()) -> None:
         if action_selection not in ACTION_SELECTIONS:
             raise ValueError(f"unknown action selection {action_selection!r}; use {', '.join(ACTION_SELECTIONS)}")
         self.model = model
@@ -56,10 +57,14 @@ class ReActAgent:
         self.score_norm = score_norm
         self.note = note
         """Write the episodic note (:mod:`duomem.agent.note`) under each game answer."""
+        self.unseen_types = frozenset(unseen_types)
+        """Task types whose prompts show no solved example of their own type (kinds of task the student never
+        learned)."""
 
     def start(self, state: EpisodeState) -> None:
         memories = self.memory.retrieve_for(state.task) if self.memory else []
-        state.first_user = task_prompt(state.task.task_type, state.obs.text, self.shots,
+        shots = 0 if state.task.task_type in self.unseen_types else self.shots
+        state.first_user = task_prompt(state.task.task_type, state.obs.text, shots,
                                        [text for _, text in memories], self.fewshot, state.task.source)
         state.memory_ids = [mid for mid, _ in memories]
 

@@ -74,6 +74,8 @@ def _default_name(spec: RolloutSpec, split: str, games: int | None, task_types: 
         tags.append("nomem")
     if spec.note:
         tags.append("note")
+    if spec.unseen_types:
+        tags.append("unseen-" + "+".join(sorted(spec.unseen_types)))
     if spec.policy == "llm" and spec.action_selection != "free":
         tags.append(spec.action_selection + ("-mean" if spec.action_selection == "score" and
                                              spec.score_norm == "mean" else ""))
@@ -126,6 +128,10 @@ def eval_command(
                                                                 "(places not visited yet, closed ones, where the "
                                                                 "task's objects were seen); for students trained "
                                                                 "with it.")] = False,
+    unseen_types: Annotated[str | None, typer.Option(help="Task types the student never learned (comma-separated): "
+                                                          "their prompts show no solved example of their own "
+                                                          "type, so memories are the only source of the "
+                                                          "procedure.")] = None,
     backend: Annotated[Backend, typer.Option(help="Model backend (auto: llama.cpp for GGUF models, transformers "
                                                   "for hf:, openai for openai:).")] = "auto",
     device: Annotated[str, typer.Option(help="transformers backend device: cpu or cuda.")] = "cpu",
@@ -149,6 +155,7 @@ def eval_command(
                     action_selection=actions if policy == "llm" else None,
                     score_norm=score_norm if policy == "llm" else None,
                     history_window=history_window, note=note if policy == "llm" else None, backend=backend,
+                    unseen_types=[t.strip() for t in unseen_types.split(",") if t.strip()] if unseen_types else None,
                     device=device,
                     threads=threads, seed=seed, temperature=temperature, batch=batch,
                     expert_fix=expert_fix if policy == "expert" else None)

@@ -43,7 +43,8 @@ def build_policy(spec: RolloutSpec) -> Policy:
                                                         memory_format=spec.memory_format)
     return ReActAgent(model, shots=spec.shots, memory=memory, history_window=spec.history_window,
                       max_new_tokens=spec.max_new_tokens, temperature=spec.temperature, fewshot=spec.fewshot,
-                      action_selection=spec.action_selection, score_norm=spec.score_norm, note=spec.note)
+                      action_selection=spec.action_selection, score_norm=spec.score_norm, note=spec.note,
+                      unseen_types=spec.unseen_types)
 
 
 @dataclass

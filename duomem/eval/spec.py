@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from duomem import settings
-from duomem.envs.base import MAX_STEPS
+from duomem.envs.base import MAX_STEPS, TaskType
 from duomem.errors import ConfigError
 from duomem.memory.bank import Retrieval
 from duomem.memory.entry import MemoryFormat
@@ -58,6 +58,9 @@ class RolloutSpec(BaseModel):
     note: bool = False
     """Write the episodic note under each game answer: places not visited yet, closed places not opened, where
     objects the task names were seen (``duomem.agent.note``; a student reads it well only if trained with it)."""
+    unseen_types: list[TaskType] = Field(default_factory=list)
+    """Task types the student never learned (new kinds of task): their prompts show no solved example of their
+    own type, as for a type the few-shot set does not hold (memories are then its only source of the procedure)."""
     max_new_tokens: int = Field(64, ge=4, le=1024)
     temperature: float = Field(0.0, ge=0.0, le=2.0)
     seed: int = 0
@@ -104,6 +107,8 @@ class RolloutSpec(BaseModel):
         data = self.model_dump(exclude={"threads", "step_timeout", "device"})
         if self.action_selection != "score":
             data.pop("score_norm")
+        if not self.unseen_types:  # added after KEY_VERSION 2: runs without it keep their keys
+            data.pop("unseen_types")
         if not self.uses_transformers:
             data.pop("batch_tokens")
             data.pop("batch")

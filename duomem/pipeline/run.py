@@ -125,7 +125,8 @@ class Pipeline:
                            max_steps=cfg.eval.max_steps, seed=cfg.seed, threads=cfg.eval.threads,
                            backend=backend, device=cfg.eval.device,
                            batch=cfg.eval.batch if backend == "transformers" else 1,
-                           action_selection=cfg.eval.action_selection, score_norm=cfg.eval.score_norm, **kw)
+                           action_selection=cfg.eval.action_selection, score_norm=cfg.eval.score_norm,
+                           unseen_types=cfg.lora.leave_out_types, **kw)
 
     def teacher_spec(self, max_steps: int | None = None) -> RolloutSpec:
         """The teacher as it plays: the evaluation row (``eval.max_steps``) or its collection
