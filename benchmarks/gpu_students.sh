@@ -8,6 +8,8 @@
 #   train STUDENT ROW...  train the rows' LoRAs side by side (logs in /root/logs)
 #   eval STUDENT ROWS     play the rows (comma-separated; all of valid_unseen in one batch each, transformers,
 #                         bf16) side by side; records in /root/evals/<student>-valid_unseen/<row>-free-transformers
+#   eval-new-types TYPES  benchmarks/new_task_types.py's rows a-c of the held-out TYPES (comma-separated) side by
+#                         side, transformers; records in /root/evals/new-task-types/<type>/<row>-transformers
 #   watch SECONDS         wait (at most SECONDS, less once nothing runs), then report progress and put in $OUT the
 #                         finished adapters in checked parts of 9 MB (files back from a call are at most 16 MiB;
 #                         join here with `python scripts/parts.py join $OUT --out runs/students/STUDENT/lora/ROW/
@@ -17,7 +19,7 @@ export PYTHONUNBUFFERED=1 PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
 S=/root/stage L=/root/logs E=/root/evals
 mkdir -p $S $L $E
 verb=$1; shift
-running() { pgrep -f "students.py (train|eval)" > /dev/null; }
+running() { pgrep -f "(students|new_task_types).py (train|eval)" > /dev/null; }
 # Background work runs from a snapshot of the tree (one per call, /root/repo.N): each call re-syncs this working
 # copy, and a process that starts while a sync rewrites the package (a row's game processes, say) can fail to import.
 R=/root/repo.$$
@@ -60,12 +62,16 @@ eval)
     background python students.py eval --student $student --rows $row --backend transformers --device cuda \
       --batch $n --runs $E > $L/eval-$row.log 2>&1
   done ;;
+eval-new-types)  # benchmarks/new_task_types.py's rows a-c for TYPES (comma-separated), side by side
+  snapshot
+  background python new_task_types.py eval --types $1 --backend transformers --runs $E/new-task-types \
+    > $L/eval-new-types.log 2>&1 ;;
 watch)
   end=$(( $(date +%s) + $1 ))
   while running && [ $(date +%s) -lt $end ]; do sleep 5; done
   nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader
   for f in $L/*.log; do echo "== $f"; tr '\r' '\n' < $f | grep -a -v "^\s*$" | tail -2; done
-  for d in $E/*/*/; do echo "$d $(cat $d/episodes.jsonl 2>/dev/null | wc -l) episodes"; done
+  for d in $E/*/*/ $E/new-task-types/*/*/; do echo "$d $(cat $d/episodes.jsonl 2>/dev/null | wc -l) episodes"; done
   for o in runs/students/*/lora/*/; do
     row=$(basename $o)
     [ -f $o/adapter.gguf ] || continue

@@ -6,6 +6,7 @@ Usage:
   python benchmarks/students.py stage --student smollm2-135m --rows $(python benchmarks/new_task_types.py rows)
   bash benchmarks/gpu_students.sh setup|train|watch smollm2-135m ROWS... # there, ROWS space-separated
   python benchmarks/new_task_types.py eval [--types ...] [--workers 2]   # here: rows a, b, c on llama.cpp
+  bash benchmarks/gpu_students.sh eval-new-types TYPES                     # there: the same rows, transformers
   python benchmarks/new_task_types.py report                               # results/new-task-types.{json,md}
 
 Per held-out type T (valid_unseen's games of T, all of them):
@@ -29,7 +30,7 @@ import subprocess
 from pathlib import Path
 
 from search_context import BANK, demonstrations
-from students import REFERENCE, STUDENTS, lora_dir, sft_dir
+from students import REFERENCE, STUDENTS, lora_dir, rel, sft_dir
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -63,25 +64,41 @@ def sft(types: list[str]) -> None:
             print(f"{out.name}: {meta['examples']} examples ({meta['left_out_type_trajectories']} of {t} left out)")
 
 
-def records(task_type: str, row: str) -> Path:
-    return RECORDS / task_type / row
+def records(task_type: str, row: str, backend: str = "llamacpp", runs: Path = RECORDS) -> Path:
+    """A row's records: ``<type>/<row>`` (llama.cpp on CPU cores) or ``<type>/<row>-<backend>``."""
+    return runs / task_type / (row if backend == "llamacpp" else f"{row}-{backend}")
 
 
-def evaluate(types: list[str], rows: list[str], workers: int) -> None:
+def evaluate(types: list[str], rows: list[str], workers: int, backend: str = "llamacpp",
+             runs: Path = RECORDS) -> None:
+    """Play ``rows`` for each held-out type: with llama.cpp one after another (``workers`` games at a time); with
+    transformers (a GPU) every row side by side, each all of its type's games in one batch."""
+    running = []
     for t in types:
         for row in rows:
             recipe, memory = PLAY[row]
-            adapter = lora_dir(STUDENT, row_name(recipe, t)) / "adapter.gguf"
-            if not adapter.is_file():
+            adapter = lora_dir(STUDENT, row_name(recipe, t))
+            if backend == "llamacpp":  # llama.cpp reads the exported GGUF LoRA; transformers the peft folder
+                adapter = adapter / "adapter.gguf"
+            if not adapter.exists():
                 raise SystemExit(f"error: {adapter} is missing: train {row_name(recipe, t)} first (see the usage)")
-            cmd = ["duomem", "eval", "--model", STUDENT, "--adapter", str(adapter.relative_to(ROOT)), "--shots",
-                   str(STUDENTS[STUDENT]["lora_shots"]), "--split", "valid_unseen", "--task-types", t, "--workers",
-                   str(workers), "--unseen-types", t, "--out", str(records(t, row).relative_to(ROOT)),
-                   "--name", f"{row}-no-{t}", "--no-progress"]
+            out = records(t, row, backend, runs)
+            cmd = ["duomem", "eval", "--model", STUDENT, "--adapter", rel(adapter), "--shots",
+                   str(STUDENTS[STUDENT]["lora_shots"]), "--split", "valid_unseen", "--task-types", t,
+                   "--unseen-types", t, "--out", rel(out), "--name", f"{row}-no-{t}", "--no-progress"]
+            if backend == "llamacpp":
+                cmd += ["--workers", str(workers)]
+            else:
+                cmd += ["--backend", backend, "--device", "cuda", "--batch", "64"]
             if memory:
-                cmd += ["--memory", str(BANK.relative_to(ROOT)), "--top-k", "2"]
+                cmd += ["--memory", rel(BANK), "--top-k", "2"]
             print(" ".join(cmd), flush=True)
-            subprocess.run(cmd, check=True, cwd=ROOT)
+            if backend == "llamacpp":
+                subprocess.run(cmd, check=True, cwd=ROOT)
+            else:
+                running.append(subprocess.Popen(cmd, cwd=ROOT))
+    if any(p.wait() for p in running):
+        raise SystemExit("error: a row failed (see its output above)")
 
 
 def report(types: list[str]) -> Path:
@@ -139,6 +156,9 @@ def main() -> None:
         p.add_argument("--types", default=",".join(TYPES))
     sub.choices["eval"].add_argument("--rows", default=",".join(PLAY))
     sub.choices["eval"].add_argument("--workers", type=int, default=2)
+    sub.choices["eval"].add_argument("--backend", choices=("llamacpp", "transformers"), default="llamacpp",
+                                     help="transformers: every row side by side on a GPU (gpu_students.sh)")
+    sub.choices["eval"].add_argument("--runs", type=Path, default=RECORDS, help="where the records go")
     args = parser.parse_args()
     types = args.types.split(",")
     if args.command == "sft":
@@ -146,7 +166,7 @@ def main() -> None:
     elif args.command == "rows":  # the trained rows, for students.py stage and gpu_students.sh
         print(",".join(row_name(r, t) for t in types for r in RECIPES))
     elif args.command == "eval":
-        evaluate(types, args.rows.split(","), args.workers)
+        evaluate(types, args.rows.split(","), args.workers, args.backend, args.runs)
     else:
         print(report(types))
 

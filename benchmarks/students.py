@@ -62,8 +62,9 @@ DEVICE_WHEELS = ["accelerate==1.16.0", "annotated_doc==0.0.7", "annotated_types=
 N_PLANNED = {"valid_seen": 140, "valid_unseen": 134}
 
 
-def _rel(path: Path) -> str:
-    return str(path.relative_to(ROOT))
+def rel(path: Path) -> str:
+    """``path`` relative to the checkout when inside it (records then name portable paths), else as given."""
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 def sft_dir(student: str, row: str) -> Path:
@@ -248,7 +249,7 @@ def evaluate(student: str, split: str, rows: list[str], actions: str, workers: i
         r = ROWS[row]
         name = records(student, split, row, actions, backend, runs)
         cmd = ["duomem", "eval", "--model", student, "--split", split, "--actions", actions, "--out",
-               _rel(name) if name.is_relative_to(ROOT) else str(name),
+               rel(name),
                "--name", name.name, "--no-progress"]
         if backend == "llamacpp":
             cmd += ["--workers", str(workers)]
@@ -258,9 +259,9 @@ def evaluate(student: str, split: str, rows: list[str], actions: str, workers: i
             # llama.cpp reads the exported GGUF LoRA; transformers the trained peft folder itself
             adapter = lora_dir(student, row)
             adapter = adapter / "adapter.gguf" if backend == "llamacpp" else adapter
-            cmd += ["--adapter", _rel(adapter), "--shots", str(STUDENTS[student]["lora_shots"])]
+            cmd += ["--adapter", rel(adapter), "--shots", str(STUDENTS[student]["lora_shots"])]
         if r["memory"]:
-            cmd += ["--memory", _rel(BANK), "--top-k", "2"]
+            cmd += ["--memory", rel(BANK), "--top-k", "2"]
         if games:
             cmd += ["--games", str(games)]
         print(" ".join(cmd), flush=True)
@@ -431,7 +432,7 @@ def report(split: str = "valid_unseen") -> Path:
                     if found:
                         summary = summarize(found, f"{row}-{actions}", "llm", student, split)
                         rows.append({"student": student, "row": row, "actions": actions, "backend": backend,
-                                     "records": _rel(path), "complete": len(found) >= N_PLANNED[split],
+                                     "records": rel(path), "complete": len(found) >= N_PLANNED[split],
                                      "summary": summary})
     pairs = {"teacher_memory": "nomem", "duomem": "lora"}
     same = ("student", "actions", "backend")
