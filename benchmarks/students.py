@@ -28,6 +28,7 @@ from pathlib import Path
 
 from search_context import BANK, demonstrations
 
+from duomem.envs.base import TASK_TYPES as TYPES
 from duomem.jsonl import atomic_write_json
 
 HERE = Path(__file__).resolve().parent
@@ -475,7 +476,48 @@ def report(split: str = "valid_unseen") -> Path:
               "rebuilds each from its SFT set (GPU training is not bit-for-bit repeatable; the hash names the file the rows were "
               "played with)."]
     atomic_write_text(RESULTS / "students.md", "\n".join(lines) + "\n")
+    for student in STUDENTS:
+        if student not in {s for s, _, _ in REFERENCE}:  # the 135M has its pipeline's own report
+            student_report(student, split, [r for r in rows if r["student"] == student])
     return RESULTS / "students.md"
+
+
+def student_report(student: str, split: str, rows: list[dict]) -> Path:
+    """``results/<student>-<split>/report.{json,md}``: one student's rows (Wilson intervals, per task type, the
+    paired tests), its training, the settings it played with and how they were chosen, its on-device sample."""
+    from duomem.eval.summary import pct_ci
+    from duomem.jsonl import atomic_write_text
+
+    folder = RESULTS / f"{student}-{split}"
+    conf = STUDENTS[student]
+    on_device = RESULTS / f"on-device-{student}.json"
+    data = {"student": student, "params": conf["params"], "split": split, "n_games": N_PLANNED[split],
+            "teacher": "ALFWorld handcoded expert (oracle)", "bank": rel(BANK), "paper": PAPER,
+            "settings": {"top_k": 2, "memory_format": "abstract", "shots_trained_rows": conf["lora_shots"],
+                         "shots_untrained_rows": 2, "epochs": conf["epochs"], "train": TRAIN + conf["train_args"],
+                         "chosen_on": "not tuned: k and format are the 135M's (chosen on valid_seen), the training "
+                                      "settings were set by the lent GPU's time; nothing was chosen on valid_unseen"},
+            "command": f"python benchmarks/students.py eval --student {student} --rows ROWS [--backend transformers "
+                       "--device cuda --batch 134]; python benchmarks/students.py report",
+            "rows": [{**r, "summary": {k: v for k, v in r["summary"].items() if k != "outcomes"}} for r in rows],
+            "training": {r: t for (s, r), t in training().items() if s == student},
+            "on_device": rel(on_device) if on_device.is_file() else None}
+    atomic_write_json(folder / "report.json", data)
+    lines = [f"# {student} ({conf['params']}) on {split}", "",
+             f"Rows of `benchmarks/students.py` ({N_PLANNED[split]} games each when complete; greedy, 50 steps); "
+             f"settings: {data['settings']['chosen_on']}.", "",
+             "| row | actions | backend | games | success % [95% CI] | paired | p | " + " | ".join(TYPES) + " |",
+             "|---|---|---|---|---|---|---|" + "---|" * len(TYPES)]
+    for r in rows:
+        s, c = r["summary"], r.get("paired")
+        n = f"{s['n_episodes']}" + ("" if r["complete"] else " (partial)")
+        vs = f"{c['a_only']} / {c['b_only']} vs {c['against']}" if c else "-"
+        p = f"{c['p_value']:.3f}" if c else "-"
+        per = " | ".join(f"{s['per_type'][t]['n_won']}/{s['per_type'][t]['n']}" if t in s["per_type"] else "-"
+                         for t in TYPES)
+        lines.append(f"| {r['row']} | {r['actions']} | {r['backend']} | {n} | {pct_ci(s)} | {vs} | {p} | {per} |")
+    atomic_write_text(folder / "report.md", "\n".join(lines) + "\n")
+    return folder
 
 
 if __name__ == "__main__":
