@@ -5,7 +5,7 @@
 #                         `carry: [".carry/sK"]`: each is stashed in /root/stage; once all are there the model is
 #                         joined and checked, and the wheels, the packages without wheels, duomem, the SFT sets of
 #                         ROW..., the ALFWorld archives and the query-embedding cache are installed
-#   train STUDENT ROW...  train the rows' LoRAs side by side (logs in /root/logs)
+#   train STUDENT ROW...  train the rows' LoRAs side by side (logs in /root/logs; EPOCHS=N: not the student's own)
 #   eval STUDENT ROWS     play the rows (comma-separated; all of valid_unseen in one batch each, transformers,
 #                         bf16) side by side; records in /root/evals/<student>-valid_unseen/<row>-free-transformers
 #   eval-new-types TYPES  benchmarks/new_task_types.py's rows a-c of the held-out TYPES (comma-separated) side by
@@ -52,7 +52,8 @@ train)
   student=$1; shift
   snapshot
   for row in "$@"; do
-    background python students.py train --student $student --rows $row --device cuda > $L/train-$row.log 2>&1
+    background python students.py train --student $student --rows $row --device cuda ${EPOCHS:+--epochs $EPOCHS} \
+      > $L/train-$row.log 2>&1
   done ;;
 eval)
   student=$1 rows=$2

@@ -106,13 +106,15 @@ def trained(student: str, row: str) -> bool:
     return ROWS[row]["lora"] if row in ROWS else (sft_dir(student, row) / "dataset.json").is_file()
 
 
-def train(student: str, rows: list[str], device: str, stop_after: float | None, max_steps: int | None) -> None:
+def train(student: str, rows: list[str], device: str, stop_after: float | None, max_steps: int | None,
+          epochs: float | None = None) -> None:
+    """Train each row's LoRA (``epochs``: the student's own, :data:`STUDENTS`, unless given) and export it."""
     for row in rows:
         if not trained(student, row):
             continue
         out = lora_dir(student, row)
         cmd = ["duomem", "distill", "train", "--model", student, "--data", str(sft_dir(student, row)), "--out",
-               str(out), "--device", device, "--epochs", str(STUDENTS[student]["epochs"]), *TRAIN,
+               str(out), "--device", device, "--epochs", str(epochs or STUDENTS[student]["epochs"]), *TRAIN,
                *STUDENTS[student]["train_args"]]
         if stop_after:
             cmd += ["--stop-after", str(stop_after)]
@@ -283,6 +285,7 @@ def main() -> None:
     sub.choices["train"].add_argument("--device", default="cuda")
     sub.choices["train"].add_argument("--stop-after", type=float, default=None)
     sub.choices["train"].add_argument("--max-steps", type=int, default=None)
+    sub.choices["train"].add_argument("--epochs", type=float, default=None, help="default: the student's own")
     sub.choices["eval"].add_argument("--split", default="valid_unseen", choices=N_PLANNED)
     sub.choices["eval"].add_argument("--actions", default="free", choices=("free", "score"))
     sub.choices["eval"].add_argument("--workers", type=int, default=2)
@@ -313,7 +316,7 @@ def main() -> None:
     if args.command == "sft":
         sft(args.student, rows)
     elif args.command == "train":
-        train(args.student, rows, args.device, args.stop_after, args.max_steps)
+        train(args.student, rows, args.device, args.stop_after, args.max_steps, args.epochs)
     else:
         running = evaluate(args.student, args.split, rows, args.actions, args.workers, args.games, args.backend,
                            args.device, args.batch, args.runs)
