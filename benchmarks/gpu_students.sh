@@ -24,7 +24,8 @@ running() { pgrep -f "(students|new_task_types).py (train|eval)" > /dev/null; }
 # copy, and a process that starts while a sync rewrites the package (a row's game processes, say) can fail to import.
 R=/root/repo.$$
 snapshot() {
-  mkdir $R && git ls-files -z --cached --others --exclude-standard | xargs -0 cp --parents -t $R || exit 1
+  mkdir $R && git ls-files -z --cached --others --exclude-standard | xargs -0 cp --parents -t $R 2> /dev/null
+  [ -f $R/benchmarks/students.py ] || exit 1  # files deleted in the working copy (a resumed row's packed records)
   ln -s "$PWD/runs" $R/runs
 }
 background() { (cd $R/benchmarks && PYTHONPATH=$R setsid nohup "$@" < /dev/null &); }
