@@ -18,10 +18,11 @@ Per held-out type T (valid_unseen's games of T, all of them):
      demonstrations and T's memories left out of every training prompt), played with the bank
   d  the shipped students trained on all six types (their committed valid_unseen rows, T's games): LoRA only for
      a and b, DuoMem for c
-  e  control for the prompt: d's LoRA-only student played as a-c are, without T's solved examples
-Rows a-c and e play T's games as a new kind of task (``--unseen-types T``): their prompts show no solved example of T
-(the shipped students' prompts show two of the task's own type), so a and the LoRA's weights never see T's
-procedure, and b and c get it from the bank's memories only.
+  e  control for the prompt: d's LoRA-only student played as a-c are, with pick's solved examples for T's
+Rows a-c and e play T's games as a new kind of task (``--unseen-types T``): their prompts show two solved examples
+of ``pick`` in place of T's (the shipped students' prompts show two of the task's own type; with none at all the
+135M students lose the layout they learned: the shipped LoRA won 0 of the first 10 cool games), so a and the
+LoRA's weights never see T's procedure, and b and c get it from the bank's memories only.
 The memory settings (k = 2, the bank's abstract format, similarity retrieval) are the shipped DuoMem student's,
 chosen on valid_seen before this benchmark (benchmarks/README section 10); nothing is chosen on valid_unseen.
 """
@@ -127,7 +128,7 @@ def report(types: list[str]) -> Path:
              "(llama.cpp, greedy, 50 steps). a: LoRA without the type, no memory; b: the same with the teacher "
              "bank (top-2); c: LoRA trained with memories, without the type, played with the bank; d: the shipped "
              "students trained on every type (LoRA only beside a and b, DuoMem beside c); e: d's LoRA only played as "
-             "a-c are, without the type's solved examples (a control for the prompt). Paired: games won by c "
+             "a-c are, with pick's solved examples in place of the type's (a control for the prompt). Paired: games won by c "
              "only / by the other row only, exact McNemar p.", "",
              "| type | games | a | b | c | d (LoRA only / DuoMem) | e | c vs a | c vs b | memories of the type |",
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -173,7 +174,8 @@ def report(types: list[str]) -> Path:
                   "the 3,356 expert demonstrations less the held-out type's: "
                   + "; ".join(f"{r} {t['steps']} steps, {t['train_tokens_per_s'] / 1000:.1f}k tokens/s on "
                               f"{t['hardware']}" for r, t in trainings.items()) + ".",
-              "Rows a-c play with `--unseen-types T`: no solved example of T in the prompt (d's prompts show two)."]
+              "Rows a-c and e play with `--unseen-types T`: two solved examples of `pick` in the prompt in place of T's "
+              "(d's prompts show two of T)."]
     atomic_write_json(RESULTS.with_suffix(".json"), out)
     atomic_write_text(RESULTS.with_suffix(".md"), "\n".join(lines) + "\n")
     return RESULTS.with_suffix(".md")

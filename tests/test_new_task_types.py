@@ -91,9 +91,10 @@ def test_memory_add_updates_a_shipped_students_manifest(tmp_path: Path, needs_to
     assert manifest["updates"][-1]["per_type"] == {"heat": manifest["n_entries"] - n_before}
 
 
-def test_an_unseen_type_is_played_without_its_solved_examples(prepared: Path, smollm2_model, duomem_home: Path):
-    """A type the student never learned shows no solved example of itself (the other types keep theirs, and runs
-    that name no unseen type keep their keys); the CLI refuses an unknown type in one line."""
+def test_an_unseen_type_is_shown_solved_examples_of_another_type(prepared: Path, smollm2_model, duomem_home: Path):
+    """A type the student never learned shows solved examples of another type (pick) in place of its own (the
+    other types keep theirs, and runs that name no unseen type keep their keys); the CLI refuses an unknown type in
+    one line."""
     from duomem.agent.episode import EpisodeState
     from duomem.agent.react import ReActAgent
     from duomem.envs.alfworld import AlfworldEnv
@@ -113,8 +114,14 @@ def test_an_unseen_type_is_played_without_its_solved_examples(prepared: Path, sm
             firsts[task.task_type] = state.first_user
     finally:
         env.close()
-    assert "### Example" not in firsts["heat"] and firsts["heat"].startswith("### Your task")
-    assert firsts["pick"].count("### Example") == 2
+    from duomem.agent.prompts import fewshot_examples, transcript
+
+    pick_examples = [transcript(ex) for ex in fewshot_examples()["pick"][:2]]
+    assert firsts["heat"].startswith("Here are 2 solved tasks of another kind.")
+    assert all(ex in firsts["heat"] for ex in pick_examples)  # pick's examples, the layout kept
+    assert not any(transcript(ex) in firsts["heat"] for ex in fewshot_examples()["heat"])
+    assert firsts["pick"].startswith("Here are 2 solved tasks of the same kind.")
+    assert all(ex in firsts["pick"] for ex in pick_examples)
     plain = RolloutSpec(model="smollm2-135m")
     assert "unseen_types" not in plain.key_fields()
     assert RolloutSpec(model="smollm2-135m", unseen_types=["heat"]).fingerprint() != plain.fingerprint()

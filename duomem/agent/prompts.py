@@ -99,15 +99,17 @@ def memory_block(memories: Sequence[str]) -> str:
 
 
 def task_prompt(task_type: str, initial_observation: str, shots: int = 2, memories: Sequence[str] = (),
-                fewshot: str = "train", source: str = "alfworld") -> str:
-    """The first user turn: ``shots`` solved examples of ``task_type`` (from the examples of ``source``'s
-    environment) as transcripts, the retrieved memories, then the new task. Small models follow this transcript
-    form far better than examples in a system turn."""
+                fewshot: str = "train", source: str = "alfworld", example_type: str | None = None) -> str:
+    """The first user turn: ``shots`` solved examples of ``task_type`` (of ``example_type`` when given: a task of
+    another kind, for a kind the student never learned) from the examples of ``source``'s environment as
+    transcripts, the retrieved memories, then the new task. Small models follow this transcript form far better
+    than examples in a system turn."""
     parts = []
-    examples = fewshot_examples(fewshot, source).get(task_type, [])[:shots]
+    examples = fewshot_examples(fewshot, source).get(example_type or task_type, [])[:shots]
     if examples:
+        kind = "another" if example_type not in (None, task_type) else "the same"
         parts.append(f"Here {'is a solved task' if len(examples) == 1 else f'are {len(examples)} solved tasks'} "
-                     "of the same kind.")
+                     f"of {kind} kind.")
         parts.extend(f"### Example {i + 1}\n{transcript(ex)}" for i, ex in enumerate(examples))
     block = memory_block(memories)
     if block:

@@ -8,7 +8,7 @@ from typing import Protocol
 from duomem.agent.episode import Decision, EpisodeState
 from duomem.agent.parsing import parse_action
 from duomem.agent.prompts import episode_conversation, fit_history, task_prompt
-from duomem.envs.base import TaskSpec
+from duomem.envs.base import TASK_TYPES, TaskSpec
 from duomem.llm.base import THINK_PREFIX, Candidate, ChatModel, Completion, Constraint, Message, Scores
 
 STOP = ("\n",)
@@ -58,14 +58,17 @@ class ReActAgent:
         self.note = note
         """Write the episodic note (:mod:`duomem.agent.note`) under each game answer."""
         self.unseen_types = frozenset(unseen_types)
-        """Task types whose prompts show no solved example of their own type (kinds of task the student never
-        learned)."""
+        """Kinds of task the student never learned: their prompts show solved examples of the first other type of
+        :data:`TASK_TYPES` (``pick``: plain pick-and-place) in place of their own, keeping the prompt's layout."""
 
     def start(self, state: EpisodeState) -> None:
         memories = self.memory.retrieve_for(state.task) if self.memory else []
-        shots = 0 if state.task.task_type in self.unseen_types else self.shots
-        state.first_user = task_prompt(state.task.task_type, state.obs.text, shots,
-                                       [text for _, text in memories], self.fewshot, state.task.source)
+        kind = state.task.task_type
+        example_type = None
+        if kind in self.unseen_types:  # the layout the student learned, with no solved example of the new kind
+            example_type = next(t for t in TASK_TYPES if t not in self.unseen_types)
+        state.first_user = task_prompt(kind, state.obs.text, self.shots, [text for _, text in memories],
+                                       self.fewshot, state.task.source, example_type)
         state.memory_ids = [mid for mid, _ in memories]
 
     def messages(self, state: EpisodeState) -> list[Message]:

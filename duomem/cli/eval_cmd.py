@@ -129,9 +129,9 @@ def eval_command(
                                                                 "task's objects were seen); for students trained "
                                                                 "with it.")] = False,
     unseen_types: Annotated[str | None, typer.Option(help="Task types the student never learned (comma-separated): "
-                                                          "their prompts show no solved example of their own "
-                                                          "type, so memories are the only source of the "
-                                                          "procedure.")] = None,
+                                                          "their prompts show solved examples of another type "
+                                                          "(pick) in place of their own, so memories are the "
+                                                          "only source of the procedure.")] = None,
     backend: Annotated[Backend, typer.Option(help="Model backend (auto: llama.cpp for GGUF models, transformers "
                                                   "for hf:, openai for openai:).")] = "auto",
     device: Annotated[str, typer.Option(help="transformers backend device: cpu or cuda.")] = "cpu",

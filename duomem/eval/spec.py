@@ -59,8 +59,9 @@ class RolloutSpec(BaseModel):
     """Write the episodic note under each game answer: places not visited yet, closed places not opened, where
     objects the task names were seen (``duomem.agent.note``; a student reads it well only if trained with it)."""
     unseen_types: list[TaskType] = Field(default_factory=list)
-    """Task types the student never learned (new kinds of task): their prompts show no solved example of their
-    own type, as for a type the few-shot set does not hold (memories are then its only source of the procedure)."""
+    """Task types the student never learned (new kinds of task): their prompts show solved examples of another type
+    (``pick``) in place of their own, so the layout the student learned stays and memories are the only source of
+    the new kind's procedure."""
     max_new_tokens: int = Field(64, ge=4, le=1024)
     temperature: float = Field(0.0, ge=0.0, le=2.0)
     seed: int = 0

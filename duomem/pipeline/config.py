@@ -139,8 +139,8 @@ class LoraSettings(LoraConfig):
     and without memories."""
     leave_out_types: list[TaskType] = Field(default_factory=list)
     """Task types the students never learn: their trajectories and their memories are left out of the SFT data,
-    and the students' prompts show no solved example of them (new kinds of task, met at play only through the bank,
-    which keeps every type)."""
+    and the students' prompts show solved examples of another type in place of theirs (new kinds of task, met at
+    play only through the bank, which keeps every type)."""
     device: str = "auto"
     """``auto``: cuda when torch sees a GPU, else cpu (not part of the stage key)."""
     keep_checkpoints: bool = False
