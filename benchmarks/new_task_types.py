@@ -16,6 +16,8 @@ Per held-out type T (valid_unseen's games of T, all of them):
   b  the same LoRA played with the teacher bank (every type's memories, T's included), top-2
   c  LoRA trained with memories in its prompts without T (``duomem-no-T``: the shipped DuoMem recipe; T's
      demonstrations and T's memories left out of every training prompt), played with the bank
+  c2 as c, with half the training trajectories shown another type's solved examples (``duomem-swap-no-T``,
+     ``fewshot_swap`` 0.5): c's prompts always showed the task's own examples, so nothing taught it to read memories
   d  the shipped students trained on all six types (their committed valid_unseen rows, T's games): LoRA only for
      a and b, DuoMem for c
   e  control for the prompt: d's LoRA-only student played as a-c are, with pick's solved examples for T's
@@ -42,9 +44,11 @@ ROOT = HERE.parent
 STUDENT = "smollm2-135m"
 TYPES = ("heat", "cool", "clean")
 """The two-step types the issue names first (examine is a fourth: ``--types heat,cool,clean,examine``)."""
-RECIPES = {"lora": False, "duomem": True}
-"""Trained without / with the retrieved memories in the prompts."""
-PLAY = {"a": ("lora", False), "b": ("lora", True), "c": ("duomem", True), "e": ("shipped", False)}
+RECIPES = {"lora": (False, 0.0), "duomem": (True, 0.0), "duomem-swap": (True, 0.5)}
+"""Recipe -> (the retrieved memories in the training prompts, the share of trajectories trained with another type's
+solved examples: ``duomem-swap`` learns to take the procedure from the memories, as an unseen type needs)."""
+PLAY = {"a": ("lora", False), "b": ("lora", True), "c": ("duomem", True), "c2": ("duomem-swap", True),
+        "e": ("shipped", False)}
 """Row -> (recipe of its LoRA, played with the bank); ``shipped``: the shipped LoRA-only student's adapter."""
 SHIPPED_LORA = ROOT / "adapters" / "smollm2-135m-lora" / "adapter.gguf"
 EPOCHS = 1
@@ -63,13 +67,13 @@ def sft(types: list[str]) -> None:
 
     demos = demonstrations()
     for t in types:
-        for recipe, memory in RECIPES.items():
+        for recipe, (memory, swap) in RECIPES.items():
             out = sft_dir(STUDENT, row_name(recipe, t))
             if (out / "dataset.json").is_file():
                 continue
             meta = build_dataset(demos, out, shots=STUDENTS[STUDENT]["lora_shots"],
                                  memory=str(BANK) if memory else None, top_k=2, exclude="floor_plan",
-                                 leave_out_types=[t])
+                                 leave_out_types=[t], fewshot_swap=swap)
             print(f"{out.name}: {meta['examples']} examples ({meta['left_out_type_trajectories']} of {t} left out)")
 
 
@@ -120,29 +124,27 @@ def report(types: list[str]) -> Path:
     from duomem.memory.bank import MemoryBank
 
     bank = MemoryBank.load(BANK)
-    reference = {"a": "lora", "b": "lora", "c": "duomem"}
+    reference = {"a": "lora", "b": "lora", "c": "duomem", "c2": "duomem"}
     out: dict = {"benchmark": "new task types (issue 28)", "student": STUDENT, "split": "valid_unseen",
                  "bank": str(BANK.relative_to(ROOT)), "types": {}}
     lines = ["# New kinds of task by memory alone (issue 28)", "",
              f"The {STUDENT} student trained without one task type, played on that type's valid_unseen games "
              "(llama.cpp, greedy, 50 steps). a: LoRA without the type, no memory; b: the same with the teacher "
-             "bank (top-2); c: LoRA trained with memories, without the type, played with the bank; d: the shipped "
+             "bank (top-2); c: LoRA trained with memories, without the type, played with the bank; c2: as c, half its "
+             "training prompts showing another type's solved examples; d: the shipped "
              "students trained on every type (LoRA only beside a and b, DuoMem beside c); e: d's LoRA only played as "
-             "a-c are, with pick's solved examples in place of the type's (a control for the prompt). Paired: games won by c "
-             "only / by the other row only, exact McNemar p.", "",
-             "| type | games | a | b | c | d (LoRA only / DuoMem) | e | c vs a | c vs b | memories of the type |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "a-c are, with pick's solved examples in place of the type's (a control for the prompt). Paired: games won by "
+             "c (c2) only / by the other row only, exact McNemar p.", "",
+             "| type | games | a | b | c | c2 | d (LoRA only / DuoMem) | e | c vs a | c vs b | c2 vs a | memories of "
+             "the type |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for t in types:
         found = {row: load_records(records(t, row)) for row in PLAY if records(t, row).is_dir()}
         full = {r: [x for x in load_records(REFERENCE[(STUDENT, r, "free")]) if x.task_type == t]
                 for r in ("lora", "duomem")}
         summaries = {row: summarize(recs, row, "llm", STUDENT, "valid_unseen") for row, recs in found.items()}
         summaries.update({f"d-{r}": summarize(recs, f"d-{r}", "llm", STUDENT, "valid_unseen") for r, recs in full.items()})
-        paired = {}
-        if "c" in summaries:
-            for other in ("a", "b", "d-duomem"):
-                if other in summaries:
-                    paired[f"c vs {other}"] = compare(summaries["c"]["outcomes"], summaries[other]["outcomes"])
+        paired = {f"{row} vs {other}": compare(summaries[row]["outcomes"], summaries[other]["outcomes"])
+                  for row in ("c", "c2") for other in ("a", "b", "d-duomem") if {row, other} <= set(summaries)}
         memories = [e for e in bank.entries if e.task_type == t]
         size = sum(len(e.model_dump_json()) for e in memories)
         out["types"][t] = {"rows": {k: {x: y for x, y in v.items() if x != "outcomes"} for k, v in summaries.items()},
@@ -151,9 +153,9 @@ def report(types: list[str]) -> Path:
         cell = {k: pct_ci(v) for k, v in summaries.items()}
         vs = {k: f"{c['a_only']} / {c['b_only']}, p = {c['p_value']:.3f}" for k, c in paired.items()}
         lines.append(f"| {t} | {len(full['lora'])} | {cell.get('a', '-')} | {cell.get('b', '-')} | "
-                     f"{cell.get('c', '-')} | {cell['d-lora']} / {cell['d-duomem']} | {cell.get('e', '-')} | "
-                     f"{vs.get('c vs a', '-')} | "
-                     f"{vs.get('c vs b', '-')} | {len(memories)} ({size / 1000:.1f} kB) |")
+                     f"{cell.get('c', '-')} | {cell.get('c2', '-')} | {cell['d-lora']} / {cell['d-duomem']} | "
+                     f"{cell.get('e', '-')} | {vs.get('c vs a', '-')} | {vs.get('c vs b', '-')} | "
+                     f"{vs.get('c2 vs a', '-')} | {len(memories)} ({size / 1000:.1f} kB) |")
     done = [t for t, v in out["types"].items() if {"a", "c"} <= set(v["rows"])]
     if done:
         mean = {k: 100 * sum(out["types"][t]["rows"][k]["success_rate"] for t in done) / len(done)

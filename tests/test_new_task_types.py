@@ -128,3 +128,28 @@ def test_an_unseen_type_is_shown_solved_examples_of_another_type(prepared: Path,
     bad = subprocess.run([sys.executable, "-m", "duomem.cli", "eval", "--model", "smollm2-135m", "--unseen-types", "bake"],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "unseen_types" in bad.stderr
+
+
+def test_sft_data_can_show_another_types_examples(demos: Path, tmp_path: Path):
+    """fewshot_swap: that share of trajectories is trained with another type's solved examples (the layout of an
+    unseen type at play), the same trajectories for the same seed; none by default."""
+    from duomem.agent.prompts import fewshot_examples, substitute_type, transcript
+
+    def firsts(meta_out: Path) -> dict[str, str]:
+        return {r["game_id"]: r["messages"][1]["content"] for r in read_jsonl(meta_out / "train.jsonl")}
+
+    plain = build_dataset(demos, tmp_path / "plain", shots=2)
+    assert "fewshot_swap" not in plain
+    assert all(f.startswith("Here are 2 solved tasks of the same kind.") for f in firsts(tmp_path / "plain").values())
+    meta = build_dataset(demos, tmp_path / "swap", shots=2, fewshot_swap=0.5, dropout_seed=3)
+    assert meta["trajectories_with_other_examples"] == round(0.5 * meta["trajectories"]) >= 1
+    rows = read_jsonl(tmp_path / "swap" / "train.jsonl")
+    other = [r for r in rows if r["messages"][1]["content"].startswith("Here are 2 solved tasks of another kind.")]
+    assert len(other) == meta["trajectories_with_other_examples"]
+    for r in other:
+        shown = fewshot_examples()[substitute_type(r["task_type"])][:2]
+        assert all(transcript(ex) in r["messages"][1]["content"] for ex in shown)
+    again = build_dataset(demos, tmp_path / "again", shots=2, fewshot_swap=0.5, dropout_seed=3)
+    assert again["sha256"] == meta["sha256"]
+    with pytest.raises(ConfigError, match="fewshot swap must be between 0 and 1"):
+        build_dataset(demos, tmp_path / "bad", shots=2, fewshot_swap=1.5)

@@ -8,11 +8,12 @@ the prompts it is run with.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from functools import lru_cache
 from importlib import resources
 
 from duomem.agent.trajectory import Step, Trajectory, assistant_text
+from duomem.envs.base import TASK_TYPES
 from duomem.envs.pool import SCIENCEWORLD
 from duomem.llm.base import Message
 
@@ -96,6 +97,12 @@ def memory_block(memories: Sequence[str]) -> str:
         return ""
     body = "\n\n".join(f"[Memory {i + 1}]\n{m.strip()}" for i, m in enumerate(memories))
     return f"{MEMORY_OPEN} (use them if they help)\n{body}\n{MEMORY_CLOSE}"
+
+
+def substitute_type(task_type: str, unseen: Collection[str] = ()) -> str:
+    """The type whose solved examples a prompt shows in place of ``task_type``'s (a kind of task the student never
+    learned): the first of :data:`TASK_TYPES` that is neither ``task_type`` nor in ``unseen``."""
+    return next(t for t in TASK_TYPES if t != task_type and t not in unseen)
 
 
 def task_prompt(task_type: str, initial_observation: str, shots: int = 2, memories: Sequence[str] = (),

@@ -7,8 +7,8 @@ from typing import Protocol
 
 from duomem.agent.episode import Decision, EpisodeState
 from duomem.agent.parsing import parse_action
-from duomem.agent.prompts import episode_conversation, fit_history, task_prompt
-from duomem.envs.base import TASK_TYPES, TaskSpec
+from duomem.agent.prompts import episode_conversation, fit_history, substitute_type, task_prompt
+from duomem.envs.base import TaskSpec
 from duomem.llm.base import THINK_PREFIX, Candidate, ChatModel, Completion, Constraint, Message, Scores
 
 STOP = ("\n",)
@@ -59,14 +59,13 @@ class ReActAgent:
         """Write the episodic note (:mod:`duomem.agent.note`) under each game answer."""
         self.unseen_types = frozenset(unseen_types)
         """Kinds of task the student never learned: their prompts show solved examples of the first other type of
-        :data:`TASK_TYPES` (``pick``: plain pick-and-place) in place of their own, keeping the prompt's layout."""
+        :data:`~duomem.envs.base.TASK_TYPES` (``pick``: plain pick-and-place) in place of their own, keeping the prompt's layout."""
 
     def start(self, state: EpisodeState) -> None:
         memories = self.memory.retrieve_for(state.task) if self.memory else []
         kind = state.task.task_type
-        example_type = None
-        if kind in self.unseen_types:  # the layout the student learned, with no solved example of the new kind
-            example_type = next(t for t in TASK_TYPES if t not in self.unseen_types)
+        # a kind the student never learned: the layout it learned, with no solved example of that kind
+        example_type = substitute_type(kind, self.unseen_types) if kind in self.unseen_types else None
         state.first_user = task_prompt(kind, state.obs.text, self.shots, [text for _, text in memories],
                                        self.fewshot, state.task.source, example_type)
         state.memory_ids = [mid for mid, _ in memories]

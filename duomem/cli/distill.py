@@ -46,6 +46,11 @@ def dataset_command(
                                                              "learn: their trajectories and their memories are "
                                                              "left out (new kinds of task, met only through "
                                                              "memories).")] = None,
+    fewshot_swap: Annotated[float, typer.Option(help="Share of trajectories (seeded) whose prompts show solved "
+                                                     "examples of another task type, as a kind of task the "
+                                                     "student never learned is played (duomem eval "
+                                                     "--unseen-types): the student learns to take the procedure "
+                                                     "from the memories.")] = 0.0,
 ) -> None:
     """Turn won trajectories into chat examples in the agent's exact prompt format."""
     from duomem.distill.dataset import build_dataset, load_examples
@@ -53,7 +58,8 @@ def dataset_command(
     meta = build_dataset(trajectories, out, shots=shots, memory=memory, top_k=top_k, history_window=history_window,
                          retrieval=retrieval, exclude=exclude, memory_dropout=memory_dropout,
                          dropout_seed=dropout_seed, memory_format=memory_format, fewshot=fewshot, note=note,
-                         leave_out_types=[t.strip() for t in (leave_out_types or "").split(",") if t.strip()])
+                         leave_out_types=[t.strip() for t in (leave_out_types or "").split(",") if t.strip()],
+                         fewshot_swap=fewshot_swap)
     console.print(f"{meta['examples']} examples from {meta['trajectories']} won trajectories -> {out}"
                   + (f" ({meta['trajectories_without_memory']} without memories)"
                      if 'trajectories_without_memory' in meta else ""))

@@ -21,7 +21,13 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from duomem.agent.prompts import episode_conversation, fewshot_examples, fit_history, task_prompt
+from duomem.agent.prompts import (
+    episode_conversation,
+    fewshot_examples,
+    fit_history,
+    substitute_type,
+    task_prompt,
+)
 from duomem.agent.trajectory import Trajectory
 from duomem.envs.base import TASK_TYPES, TaskSpec
 from duomem.envs.pool import SCIENCEWORLD
@@ -39,10 +45,12 @@ def _task_of(traj: Trajectory) -> TaskSpec:
 
 
 def trajectory_examples(traj: Trajectory, shots: int, memories: list[tuple[str, str]],
-                        history_window: int | None = None, fewshot: str = "train", note: bool = False) -> list[list[dict]]:
-    """The chat examples for one trajectory (one, or one per assistant turn with a history window)."""
+                        history_window: int | None = None, fewshot: str = "train", note: bool = False,
+                        example_type: str | None = None) -> list[list[dict]]:
+    """The chat examples for one trajectory (one, or one per assistant turn with a history window); the prompt's
+    solved examples are of ``example_type`` when given (see :func:`duomem.agent.prompts.task_prompt`)."""
     first = task_prompt(traj.task_type, traj.initial_observation, shots, [text for _, text in memories], fewshot,
-                        traj.source)
+                        traj.source, example_type)
     messages = episode_conversation(first, traj, note)[:-1]  # the game's answer to the last command is not needed
     if history_window is None:
         return [messages]
@@ -54,14 +62,16 @@ def trajectory_examples(traj: Trajectory, shots: int, memories: list[tuple[str, 
     return examples
 
 
-def dropped_trajectories(trajectory_ids: list[str], share: float, seed: int = 0) -> set[str]:
-    """The ids of ``round(share * n)`` of the ``n`` distinct ``trajectory_ids``, drawn with ``seed``: the same
-    set for the same ids and seed, whatever their order."""
+def dropped_trajectories(trajectory_ids: list[str], share: float, seed: int = 0,
+                         what: str = "memory dropout") -> set[str]:
+    """The ids of ``round(share * n)`` of the ``n`` distinct ``trajectory_ids``, drawn with ``seed`` (and ``what``
+    they are drawn for): the same set for the same ids and seed, whatever their order."""
     if not 0.0 <= share <= 1.0:
-        raise ConfigError(f"memory dropout must be between 0 and 1, not {share}")
+        raise ConfigError(f"{what} must be between 0 and 1, not {share}")
     ids = sorted(set(trajectory_ids))
     n = round(share * len(ids))
-    return set(random.Random(f"duomem-memory-dropout:{seed}").sample(ids, n)) if n else set()
+    salt = "duomem-memory-dropout" if what == "memory dropout" else f"duomem-{what.replace(' ', '-')}"
+    return set(random.Random(f"{salt}:{seed}").sample(ids, n)) if n else set()
 
 
 def fewshot_game_ids(shots: int, fewshot: str = "train") -> set[str]:
@@ -76,7 +86,7 @@ def build_dataset(trajectories: Path, out: Path, shots: int = 2, memory: str | N
                   history_window: int | None = None, only_won: bool = True,
                   retrieval: str = "similarity", exclude: str = "floor_plan", memory_dropout: float = 0.0,
                   dropout_seed: int = 0, memory_format: str | None = None, fewshot: str = "train",
-                  note: bool = False, leave_out_types: Sequence[str] = ()) -> dict:
+                  note: bool = False, leave_out_types: Sequence[str] = (), fewshot_swap: float = 0.0) -> dict:
     """Write ``train.jsonl`` and ``dataset.json`` (counts, hash, provenance) into ``out``.
 
     ``exclude`` (``game``, ``task`` or ``floor_plan``, see :data:`duomem.memory.bank.EXCLUSIONS`) is what a
@@ -85,6 +95,9 @@ def build_dataset(trajectories: Path, out: Path, shots: int = 2, memory: str | N
     ``note`` writes the episodic note under each game answer, as play with ``note`` does. ``leave_out_types``: task
     types the student must not learn (new kinds of task it meets only through memories): their trajectories are left
     out, and so are their memories from every prompt (counted as ``left_out_type_trajectories``).
+    ``fewshot_swap``: the share of trajectories (drawn with ``dropout_seed``) whose prompts show solved examples of
+    another type (:func:`duomem.agent.prompts.substitute_type`), as a kind of task the student never learned is
+    played: those examples can only be solved from the memories, so the student learns to read them.
     Trajectories of the games the prompt shows as few-shot examples (set ``fewshot``, when ``shots`` > 0) are
     left out: their prompts would show their own solution (counted as ``left_out_fewshot``)."""
     unknown = sorted(set(leave_out_types) - set(TASK_TYPES))
@@ -107,11 +120,15 @@ def build_dataset(trajectories: Path, out: Path, shots: int = 2, memory: str | N
     dropped = dropped_trajectories([t.trajectory_id for t in chosen], memory_dropout, dropout_seed)
     if retriever is None:
         dropped = set()
+    swapped = dropped_trajectories([t.trajectory_id for t in chosen], fewshot_swap, dropout_seed, "fewshot swap")
+    if shots <= 0:
+        swapped = set()
     lines = []
     for traj in chosen:
         no_memory = retriever is None or traj.trajectory_id in dropped
         memories = [] if no_memory else retriever.retrieve_for(_task_of(traj))  # type: ignore[union-attr]
-        for messages in trajectory_examples(traj, shots, memories, history_window, fewshot, note):
+        other = substitute_type(traj.task_type) if traj.trajectory_id in swapped else None
+        for messages in trajectory_examples(traj, shots, memories, history_window, fewshot, note, other):
             row = {"messages": messages, "game_id": traj.game_id, "task_type": traj.task_type,
                    "memory_ids": [mid for mid, _ in memories]}
             if retriever:
@@ -139,6 +156,8 @@ def build_dataset(trajectories: Path, out: Path, shots: int = 2, memory: str | N
         "left_out_type_trajectories": len(held_out),
         "sha256": hashlib.sha256(text.encode()).hexdigest(),
     }
+    if fewshot_swap:
+        meta.update({"fewshot_swap": fewshot_swap, "trajectories_with_other_examples": len(swapped)})
     if retriever:
         meta.update({"exclude": exclude, "memory_format": retriever.fmt, "memory_dropout": memory_dropout,
                      "dropout_seed": dropout_seed, "trajectories_without_memory": len(dropped)})
