@@ -37,7 +37,7 @@ import subprocess
 from pathlib import Path
 
 from search_context import BANK, demonstrations
-from students import REFERENCE, STUDENTS, TRAINED, lora_dir, rel, sft_dir
+from students import REFERENCE, STUDENTS, TRAINED, digest, lora_dir, rel, sft_dir
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -171,7 +171,7 @@ def report(types: list[str]) -> Path:
                       + " (target: +30 points and half the way)."]
     trainings = {r: json.loads(f.read_text()) for r in (row_name(x, t) for t in types for x in RECIPES)
                  if (f := TRAINED / STUDENT / f"{r}.training.json").is_file()}
-    out["training"] = trainings
+    out["training"] = {r: digest(t, STUDENT, r) for r, t in trainings.items()}
     lines += ["", f"The held-out LoRAs trained for {EPOCHS} epoch (the shipped students of d for 2), rank 16, on "
                   "the 3,356 expert demonstrations less the held-out type's: "
                   + "; ".join(f"{r} {t['steps']} steps, {t['train_tokens_per_s'] / 1000:.1f}k tokens/s on "

@@ -452,7 +452,8 @@ def report(split: str = "valid_unseen") -> Path:
     atomic_write_json(RESULTS / "students.json", {
         "benchmark": "student sizes (issue 29)", "split": split, "paper": PAPER,
         "command": "python benchmarks/students.py eval --student STUDENT --rows ROWS [--actions score]; ... report",
-        "students": STUDENTS, "backends": BACKENDS, "training": {f"{s}/{r}": t for (s, r), t in training().items()},
+        "students": STUDENTS, "backends": BACKENDS,
+        "training": {f"{s}/{r}": digest(t, s, r) for (s, r), t in training().items()},
         "rows": [{**r, "summary": {k: v for k, v in r["summary"].items() if k != "outcomes"}} for r in rows]})
     lines = ["# Student sizes (issue 29)", "",
              f"{split}, greedy, 50 steps. Backends: {'; '.join(f'`{k}`: {v}' for k, v in BACKENDS.items())}. "
@@ -491,6 +492,16 @@ def report(split: str = "valid_unseen") -> Path:
     return RESULTS / "students.md"
 
 
+TRAINING_DIGEST = ("examples", "epochs", "steps", "train_tokens_per_s", "wall_s", "hardware", "loss_first",
+                   "loss_last", "adapter_gguf")
+"""What a report keeps of each training record (the whole record is committed in :data:`TRAINED`)."""
+
+
+def digest(record: dict, student: str, row: str) -> dict:
+    """:data:`TRAINING_DIGEST` of a training record, with the path of the whole record."""
+    return {**{k: record.get(k) for k in TRAINING_DIGEST}, "record": rel(TRAINED / student / f"{row}.training.json")}
+
+
 def student_report(student: str, split: str, rows: list[dict]) -> Path:
     """``results/<student>-<split>/report.{json,md}``: one student's rows (Wilson intervals, per task type, the
     paired tests), its training, the settings it played with and how they were chosen, its on-device sample."""
@@ -509,7 +520,7 @@ def student_report(student: str, split: str, rows: list[dict]) -> Path:
             "command": f"python benchmarks/students.py eval --student {student} --rows ROWS [--backend transformers "
                        "--device cuda --batch 134]; python benchmarks/students.py report",
             "rows": [{**r, "summary": {k: v for k, v in r["summary"].items() if k != "outcomes"}} for r in rows],
-            "training": {r: t for (s, r), t in training().items() if s == student},
+            "training": {r: digest(t, s, r) for (s, r), t in training().items() if s == student},
             "on_device": rel(on_device) if on_device.is_file() else None}
     atomic_write_json(folder / "report.json", data)
     lines = [f"# {student} ({conf['params']}) on {split}", "",
