@@ -58,8 +58,8 @@ class ReActAgent:
         self.note = note
         """Write the episodic note (:mod:`duomem.agent.note`) under each game answer."""
         self.unseen_types = frozenset(unseen_types)
-        """Kinds of task the student never learned: their prompts show solved examples of the first other type of
-        :data:`~duomem.envs.base.TASK_TYPES` (``pick``: plain pick-and-place) in place of their own, keeping the prompt's layout."""
+        """Kinds of task the student never learned: their prompts show solved examples of another type in place of
+        their own (:func:`~duomem.agent.prompts.substitute_type`), keeping the layout the student learned."""
 
     def start(self, state: EpisodeState) -> None:
         memories = self.memory.retrieve_for(state.task) if self.memory else []

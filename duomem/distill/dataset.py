@@ -127,7 +127,8 @@ def build_dataset(trajectories: Path, out: Path, shots: int = 2, memory: str | N
     for traj in chosen:
         no_memory = retriever is None or traj.trajectory_id in dropped
         memories = [] if no_memory else retriever.retrieve_for(_task_of(traj))  # type: ignore[union-attr]
-        other = substitute_type(traj.task_type) if traj.trajectory_id in swapped else None
+        swap = traj.trajectory_id in swapped and traj.task_type in TASK_TYPES  # ALFWorld's types have substitutes
+        other = substitute_type(traj.task_type) if swap else None
         for messages in trajectory_examples(traj, shots, memories, history_window, fewshot, note, other):
             row = {"messages": messages, "game_id": traj.game_id, "task_type": traj.task_type,
                    "memory_ids": [mid for mid, _ in memories]}
