@@ -32,12 +32,11 @@ chosen on valid_seen before this benchmark (benchmarks/README section 10); nothi
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 from pathlib import Path
 
 from search_context import BANK, demonstrations
-from students import REFERENCE, STUDENTS, TRAINED, digest, lora_dir, rel, sft_dir
+from students import REFERENCE, STUDENTS, digest, lora_dir, rel, sft_dir, training
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -169,8 +168,8 @@ def report(types: list[str]) -> Path:
                       f"{mean['d-duomem']:.1f}%; c - a = {mean['c'] - mean['a']:+.1f} points"
                       + (f", {out['average']['share_of_a_to_d']:.0%} of the way from a to d" if gap else "")
                       + " (target: +30 points and half the way)."]
-    trainings = {r: json.loads(f.read_text()) for r in (row_name(x, t) for t in types for x in RECIPES)
-                 if (f := TRAINED / STUDENT / f"{r}.training.json").is_file()}
+    wanted = {row_name(x, t) for t in types for x in RECIPES}
+    trainings = {r: t for (s, r), t in training().items() if s == STUDENT and r in wanted}
     out["training"] = {r: digest(t, STUDENT, r) for r, t in trainings.items()}
     lines += ["", f"The held-out LoRAs trained for {EPOCHS} epoch (the shipped students of d for 2), rank 16, on "
                   "the 3,356 expert demonstrations less the held-out type's: "

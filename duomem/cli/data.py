@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from duomem.cli import comma_list
 from duomem.envs.alfworld_data import PrepareVerify
 from duomem.envs.base import TASK_TYPES
 from duomem.envs.generate import GenerateVerify
@@ -60,7 +61,7 @@ def prepare_command(
                 bars[what] = progress.add_task(what, total=total)
             progress.update(bars[what], completed=done)
 
-        report = prepare(source, splits=[s.strip() for s in splits.split(",") if s.strip()], verify=verify,
+        report = prepare(source, splits=comma_list(splits), verify=verify,
                          workers=workers, on_progress=on_progress)
     table = Table(title=f"ALFWorld task sets in {report.root}")
     table.add_column("split")
@@ -76,8 +77,8 @@ def prepare_command(
 def _prepare_scienceworld(splits: str | None, per_task: int | None, seed: int, task_names: str | None) -> None:
     from duomem.envs.scienceworld_data import SPLITS, prepare
 
-    chosen = [s.strip() for s in splits.split(",") if s.strip()] if splits else list(SPLITS)
-    names = [t.strip() for t in task_names.split(",") if t.strip()] if task_names else None
+    chosen = comma_list(splits) if splits else list(SPLITS)
+    names = comma_list(task_names) if task_names else None
     report = prepare(chosen, per_task=per_task, seed=seed, tasks=names)
     table = Table(title=f"ScienceWorld task sets in {report['root']}")
     for name in ("split", "games", "tasks", "per task", "seed"):
@@ -95,7 +96,7 @@ def _ints(text: str | None, what: str) -> list[int] | None:
     if text is None or not text.strip():
         return None
     out: list[int] = []
-    for part in (p.strip() for p in text.split(",") if p.strip()):
+    for part in comma_list(text):
         try:
             if "-" in part:
                 lo, hi = (int(x) for x in part.split("-", 1))
@@ -138,7 +139,7 @@ def generate_command(
     """Generate new ALFWorld-compatible tasks offline, from the floor plans shipped with the alfworld package."""
     from duomem.envs.generate import generate_tasks
 
-    types = [t.strip() for t in task_types.split(",") if t.strip()] if task_types else None
+    types = comma_list(task_types) if task_types else None
     report = generate_tasks(out, n=n, seed=seed, task_types=types, scenes=_ints(scenes, "scenes"), test_n=test_n,
                             test_scenes=_ints(test_scenes, "test-scenes"), verify=verify, workers=workers)
     table = Table(title=f"Generated tasks in {Path(out).expanduser().resolve()} (seed {seed}, verify {verify})")

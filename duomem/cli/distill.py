@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from duomem.cli import comma_list
 from duomem.distill.export import LoraDtype, Quant
 from duomem.distill.train import Method
 from duomem.eval.spec import FewshotSet
@@ -58,7 +59,7 @@ def dataset_command(
     meta = build_dataset(trajectories, out, shots=shots, memory=memory, top_k=top_k, history_window=history_window,
                          retrieval=retrieval, exclude=exclude, memory_dropout=memory_dropout,
                          dropout_seed=dropout_seed, memory_format=memory_format, fewshot=fewshot, note=note,
-                         leave_out_types=[t.strip() for t in (leave_out_types or "").split(",") if t.strip()],
+                         leave_out_types=comma_list(leave_out_types or ""),
                          fewshot_swap=fewshot_swap)
     console.print(f"{meta['examples']} examples from {meta['trajectories']} won trajectories -> {out}"
                   + (f" ({meta['trajectories_without_memory']} without memories)"

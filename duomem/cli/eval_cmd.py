@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from duomem.cli import comma_list
 from duomem.envs.base import MAX_STEPS, TaskSpec
 from duomem.errors import ConfigError
 from duomem.eval.runner import Executor
@@ -46,7 +47,7 @@ def _choose(split: str, tasks: Path | None, games: int | None, seed: int, sample
         raise ConfigError(f"{samples_flag} must be at least 1 (got {samples})")
     pool = load_tasks(split, tasks)
     if task_types:
-        wanted = {t.strip() for t in task_types.split(",") if t.strip()}
+        wanted = set(comma_list(task_types))
         known = {t.task_type for t in pool}
         if unknown := sorted(wanted - known):
             raise ConfigError(f"--task-types: {', '.join(unknown)} not among the split's task types "
@@ -80,7 +81,7 @@ def _default_name(spec: RolloutSpec, split: str, games: int | None, task_types: 
         tags.append(spec.action_selection + ("-mean" if spec.action_selection == "score" and
                                              spec.score_norm == "mean" else ""))
     if task_types:
-        tags.append("+".join(sorted(t.strip() for t in task_types.split(",") if t.strip())))
+        tags.append("+".join(sorted(comma_list(task_types))))
     if games:
         tags.append(f"n{games}")
     return "-".join([who, *tags, split])
@@ -155,7 +156,7 @@ def eval_command(
                     action_selection=actions if policy == "llm" else None,
                     score_norm=score_norm if policy == "llm" else None,
                     history_window=history_window, note=note if policy == "llm" else None, backend=backend,
-                    unseen_types=[t.strip() for t in unseen_types.split(",") if t.strip()] if unseen_types else None,
+                    unseen_types=comma_list(unseen_types) if unseen_types else None,
                     device=device,
                     threads=threads, seed=seed, temperature=temperature, batch=batch,
                     expert_fix=expert_fix if policy == "expert" else None)

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from duomem.cli import comma_list
 from duomem.errors import ConfigError
 from duomem.memory.build import CopyPolicy
 from duomem.memory.entry import MemoryFormat
@@ -90,7 +91,7 @@ def add_command(
         raise ConfigError(f"--writer is required: bank {bank} shows {fmt} memories (a model, or {PLAN_WRITER})")
     model = PLAN_WRITER if writer == PLAN_WRITER else \
         (load_chat_model(writer, threads=threads) if writer and fmt != "trajectory" else None)
-    types = [t.strip() for t in task_types.split(",") if t.strip()] if task_types else None
+    types = comma_list(task_types) if task_types else None
     update = add_memories(bank, trajectories, model, task_types=types, copy_policy=copy_policy)
     console.print(f"bank {bank}: {update['memories_added']} memories added ({update['per_type']}), "
                   f"{update['bytes_added'] / 1e3:+.1f} kB")

@@ -70,7 +70,7 @@ def dropped_trajectories(trajectory_ids: list[str], share: float, seed: int = 0,
         raise ConfigError(f"{what} must be between 0 and 1, not {share}")
     ids = sorted(set(trajectory_ids))
     n = round(share * len(ids))
-    salt = "duomem-memory-dropout" if what == "memory dropout" else f"duomem-{what.replace(' ', '-')}"
+    salt = "duomem-" + what.replace(" ", "-")  # "duomem-memory-dropout" for the memory dropout, as it always was
     return set(random.Random(f"{salt}:{seed}").sample(ids, n)) if n else set()
 
 
