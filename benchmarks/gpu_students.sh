@@ -5,13 +5,16 @@
 #                         `carry: [".carry/sK"]`: each is stashed in /root/stage; once all are there the model is
 #                         joined and checked, and the wheels, the packages without wheels, duomem, the SFT sets of
 #                         ROW..., the ALFWorld archives and the query-embedding cache are installed
-#   train STUDENT ROW...  train the rows' LoRAs side by side (logs in /root/logs; EPOCHS=N: not the student's own)
+#   train STUDENT ROW...  train the rows' LoRAs, at most 3 side by side (an 80 GB card holds three 135M trainings;
+#                         PARALLEL=N), the rest queued; logs in /root/logs; EPOCHS=N: not the student's own
 #   eval STUDENT ROWS     play the rows (comma-separated; all of valid_unseen in one batch each, transformers,
 #                         bf16) side by side; records in /root/evals/<student>-valid_unseen/<row>-free-transformers
-#   eval-new-types TYPES  benchmarks/new_task_types.py's rows a-c of the held-out TYPES (comma-separated) side by
-#                         side, transformers; records in /root/evals/new-task-types/<type>/<row>-transformers
-#   watch SECONDS         wait (at most SECONDS, less once nothing runs), then report progress and put in $OUT the
-#                         finished adapters in checked parts of 9 MB (files back from a call are at most 16 MiB;
+#   eval-new-types TYPES [ROWS]  benchmarks/new_task_types.py's rows (all, or ROWS, comma-separated) of the
+#                         held-out TYPES (comma-separated) side by side, transformers; records in
+#                         /root/evals/new-task-types/<type>/<row>-transformers
+#   watch SECONDS [ROW...]  wait (at most SECONDS, less once nothing runs), then report progress and put in $OUT
+#                         the finished adapters (of ROW... only, when named: a call brings back 8 files, two
+#                         135M adapters) in checked parts of 9 MB (files back from a call are at most 16 MiB;
 #                         join here with `python scripts/parts.py join $OUT --out runs/students/STUDENT/lora/ROW/
 #                         adapter.gguf` per row) and results.tgz (every record folder, <row>.training.json)
 set -uo pipefail
@@ -52,10 +55,9 @@ setup)
 train)
   student=$1; shift
   snapshot
-  for row in "$@"; do
-    background python students.py train --student $student --rows $row --device cuda ${EPOCHS:+--epochs $EPOCHS} \
-      > $L/train-$row.log 2>&1
-  done ;;
+  printf '%s\n' "$@" > $L/queue
+  background bash -c "xargs -P ${PARALLEL:-3} -I{} sh -c 'python students.py train --student $student --rows {} \
+    --device cuda ${EPOCHS:+--epochs $EPOCHS} > $L/train-{}.log 2>&1' < $L/queue" ;;
 eval)
   student=$1 rows=$2
   n=$(python -c "from duomem.envs.alfworld_data import load_tasks; print(len(load_tasks('valid_unseen')))")
@@ -66,10 +68,10 @@ eval)
   done ;;
 eval-new-types)  # benchmarks/new_task_types.py's rows a-c for TYPES (comma-separated), side by side
   snapshot
-  background python new_task_types.py eval --types $1 --backend transformers --runs $E/new-task-types \
+  background python new_task_types.py eval --types $1 ${2:+--rows $2} --backend transformers --runs $E/new-task-types \
     > $L/eval-new-types.log 2>&1 ;;
 watch)
-  end=$(( $(date +%s) + $1 ))
+  end=$(( $(date +%s) + $1 )); shift
   while running && [ $(date +%s) -lt $end ]; do sleep 5; done
   nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader
   for f in $L/*.log; do echo "== $f"; tr '\r' '\n' < $f | grep -a -v "^\s*$" | tail -2; done
@@ -77,6 +79,7 @@ watch)
   for o in runs/students/*/lora/*/; do
     row=$(basename $o)
     [ -f $o/adapter.gguf ] || continue
+    [ $# -eq 0 ] || [[ " $* " == *" $row "* ]] || continue
     cp $o/training.json $E/$row.training.json
     cp $o/adapter.gguf /tmp/$row.adapter.gguf && python scripts/parts.py split /tmp/$row.adapter.gguf --out $OUT \
       --size 9M > /dev/null
