@@ -5,8 +5,9 @@
 #                         `carry: [".carry/sK"]`: each is stashed in /root/stage; once all are there the model is
 #                         joined and checked, and the wheels, the packages without wheels, duomem, the SFT sets of
 #                         ROW..., the ALFWorld archives and the query-embedding cache are installed
-#   train STUDENT ROW...  train the rows' LoRAs, at most 3 side by side (an 80 GB card holds three 135M trainings;
-#                         PARALLEL=N), the rest queued; logs in /root/logs; EPOCHS=N: not the student's own
+#   train STUDENT ROW...  train the rows' LoRAs one after another (PARALLEL=N: N side by side; a 135M training
+#                         peaked at 55 GB once, so two can run out of an 80 GB card's memory), the rest queued;
+#                         logs in /root/logs; EPOCHS=N: not the student's own
 #   eval STUDENT ROWS     play the rows (comma-separated; all of valid_unseen in one batch each, transformers,
 #                         bf16) side by side; records in /root/evals/<student>-valid_unseen/<row>-free-transformers
 #   eval-new-types TYPES [ROWS]  benchmarks/new_task_types.py's rows (all, or ROWS, comma-separated) of the
@@ -56,7 +57,7 @@ train)
   student=$1; shift
   snapshot
   printf '%s\n' "$@" > $L/queue
-  background bash -c "xargs -P ${PARALLEL:-3} -I{} sh -c 'python students.py train --student $student --rows {} \
+  background bash -c "xargs -P ${PARALLEL:-1} -I{} sh -c 'python students.py train --student $student --rows {} \
     --device cuda ${EPOCHS:+--epochs $EPOCHS} > $L/train-{}.log 2>&1' < $L/queue" ;;
 eval)
   student=$1 rows=$2

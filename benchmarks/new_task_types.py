@@ -5,7 +5,7 @@ Usage:
   python benchmarks/new_task_types.py sft [--types heat,cool,clean]       # here: two SFT sets per held-out type
   python benchmarks/students.py stage --student smollm2-135m --rows $(python benchmarks/new_task_types.py rows)
   bash benchmarks/gpu_students.sh setup smollm2-135m ROWS...             # there (one call per .carry folder)
-  EPOCHS=1 bash benchmarks/gpu_students.sh train smollm2-135m ROWS...    # at most 3 side by side on 80 GB
+  EPOCHS=1 bash benchmarks/gpu_students.sh train smollm2-135m ROWS...    # one after another (queued)
   bash benchmarks/gpu_students.sh watch SECONDS                          # adapters back in parts
   python benchmarks/new_task_types.py eval [--types ...] [--workers 2]   # here: rows a, b, c on llama.cpp
   bash benchmarks/gpu_students.sh eval-new-types TYPES                     # there: the same rows, transformers
@@ -46,14 +46,17 @@ TYPES = ("heat", "cool", "clean")
 RECIPES = {"lora": (False, 0.0), "duomem": (True, 0.0), "duomem-swap": (True, 0.5)}
 """Recipe -> (the retrieved memories in the training prompts, the share of trajectories trained with another type's
 solved examples: ``duomem-swap`` learns to take the procedure from the memories, as an unseen type needs)."""
-PLAY = {"a": ("lora", False), "b": ("lora", True), "c": ("duomem", True), "c2": ("duomem-swap", True),
-        "e": ("shipped", False)}
-"""Row -> (recipe of its LoRA, played with the bank); ``shipped``: the shipped LoRA-only student's adapter."""
+PLAY = {"a": ("lora", 0, "fixed"), "b": ("lora", 2, "fixed"), "c": ("duomem", 2, "fixed"),
+        "c2": ("duomem-swap", 2, "fixed"), "e": ("shipped", 0, "fixed"), "f": ("lora", 0, "bank")}
+"""Row -> (recipe of its LoRA, memories shown (top-k), where the solved examples come from); ``shipped``: the
+shipped LoRA-only student's adapter; ``bank`` examples: the type's solved episodes from the bank update
+(:func:`bank_update`)."""
 SHIPPED_LORA = ROOT / "adapters" / "smollm2-135m-lora" / "adapter.gguf"
 EPOCHS = 1
 """Training epochs of the held-out LoRAs (``EPOCHS=1`` for gpu_students.sh): set by the lent GPU's time; the shipped
 students of row d trained for 2, so d is an upper reference, and a against c is the comparison that counts."""
 RECORDS = HERE / "runs" / "new-task-types" / "valid_unseen"
+BANKS = ROOT / "runs" / "new-task-types" / "banks"
 RESULTS = HERE / "results" / "new-task-types"
 
 
@@ -76,6 +79,34 @@ def sft(types: list[str]) -> None:
             print(f"{out.name}: {meta['examples']} examples ({meta['left_out_type_trajectories']} of {t} left out)")
 
 
+def bank_update(task_type: str) -> Path:
+    """The teacher bank as a student trained without ``task_type`` would have shipped it (the type's memories left
+    out), then updated the way a user adds a new kind of task: ``duomem memory add --transcripts`` from the
+    teacher's demonstrations of the games the bank's memories of the type were written from. Its memories are
+    the teacher bank's; its update keeps the type's solved episodes too (row f shows them as examples), and
+    the manifest records what the update added."""
+    import json
+
+    from duomem.agent.trajectory import Trajectory
+    from duomem.jsonl import atomic_write_text, read_jsonl
+    from duomem.memory.bank import MemoryBank
+    from duomem.memory.embed import load_embedder
+
+    out = BANKS / task_type
+    if (out / "manifest.json").is_file() and json.loads((out / "manifest.json").read_text()).get("updates"):
+        return out
+    bank = MemoryBank.load(BANK)
+    MemoryBank.create(out, bank.without_types([task_type]).entries, load_embedder(bank.manifest["embedder"]),
+                      bank.manifest["memory_format"])
+    games = {g for e in bank.entries if e.task_type == task_type for g in e.source_game_ids}
+    source = BANKS / f"{task_type}.jsonl"
+    atomic_write_text(source, "".join(Trajectory.model_validate(r).model_dump_json() + "\n"
+                                      for r in read_jsonl(demonstrations()) if r["game_id"] in games))
+    subprocess.run(["duomem", "memory", "add", rel(out), "--trajectories", rel(source), "--writer", "plan",
+                    "--task-types", task_type, "--transcripts"], check=True, cwd=ROOT)
+    return out
+
+
 def records(task_type: str, row: str, backend: str = "llamacpp", runs: Path = RECORDS) -> Path:
     """A row's records: ``<type>/<row>`` (llama.cpp on CPU cores) or ``<type>/<row>-<backend>``."""
     return runs / task_type / (row if backend == "llamacpp" else f"{row}-{backend}")
@@ -88,7 +119,7 @@ def evaluate(types: list[str], rows: list[str], workers: int, backend: str = "ll
     running = []
     for t in types:
         for row in rows:
-            recipe, memory = PLAY[row]
+            recipe, top_k, examples = PLAY[row]
             adapter = SHIPPED_LORA if recipe == "shipped" else lora_dir(STUDENT, row_name(recipe, t))
             if backend == "llamacpp" and recipe != "shipped":  # llama.cpp reads the exported GGUF LoRA,
                 adapter = adapter / "adapter.gguf"              # transformers the peft folder
@@ -102,8 +133,10 @@ def evaluate(types: list[str], rows: list[str], workers: int, backend: str = "ll
                 cmd += ["--workers", str(workers)]
             else:
                 cmd += ["--backend", backend, "--device", "cuda", "--batch", "64"]
-            if memory:
-                cmd += ["--memory", rel(BANK), "--top-k", "2"]
+            if examples == "bank":
+                cmd += ["--memory", rel(bank_update(t)), "--top-k", str(top_k), "--examples", "bank"]
+            elif top_k:
+                cmd += ["--memory", rel(BANK), "--top-k", str(top_k)]
             print(" ".join(cmd), flush=True)
             if backend == "llamacpp":
                 subprocess.run(cmd, check=True, cwd=ROOT)
@@ -113,48 +146,58 @@ def evaluate(types: list[str], rows: list[str], workers: int, backend: str = "ll
         raise SystemExit("error: a row failed (see its output above)")
 
 
+def played(task_type: str, row: str) -> Path | None:
+    """A row's records: played with llama.cpp on CPU cores, or else batched with transformers on a GPU."""
+    return next((r for r in (records(task_type, row), records(task_type, row, "transformers")) if r.is_dir()), None)
+
+
 def report(types: list[str]) -> Path:
-    """results/new-task-types.{json,md}: per type, rows a-d with Wilson intervals, c paired against a and b (and
-    against d), and what the type's memories weigh in the bank."""
+    """results/new-task-types.{json,md}: per type, rows a-f with Wilson intervals, c, c2 and f paired against a and
+    b (and c against d), and what the bank update of the type added."""
+    import json
+
     from duomem.eval.runner import load_records
     from duomem.eval.stats import compare
     from duomem.eval.summary import pct_ci, summarize
     from duomem.jsonl import atomic_write_json, atomic_write_text
-    from duomem.memory.bank import MemoryBank
 
-    bank = MemoryBank.load(BANK)
-    reference = {"a": "lora", "b": "lora", "c": "duomem", "c2": "duomem"}
+    reference = {"a": "lora", "b": "lora", "c": "duomem", "c2": "duomem", "f": "lora"}
     out: dict = {"benchmark": "new task types (issue 28)", "student": STUDENT, "split": "valid_unseen",
                  "bank": str(BANK.relative_to(ROOT)), "types": {}}
     lines = ["# New kinds of task by memory alone (issue 28)", "",
              f"The {STUDENT} student trained without one task type, played on that type's valid_unseen games "
-             "(llama.cpp, greedy, 50 steps). a: LoRA without the type, no memory; b: the same with the teacher "
-             "bank (top-2); c: LoRA trained with memories, without the type, played with the bank; c2: as c, half its "
-             "training prompts showing another type's solved examples; d: the shipped "
-             "students trained on every type (LoRA only beside a and b, DuoMem beside c); e: d's LoRA only played as "
-             "a-c are, with pick's solved examples in place of the type's (a control for the prompt). Paired: games won by "
-             "c (c2) only / by the other row only, exact McNemar p.", "",
-             "| type | games | a | b | c | c2 | d (LoRA only / DuoMem) | e | c vs a | c vs b | c2 vs a | memories of "
-             "the type |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "(greedy, 50 steps; llama.cpp on 2 CPU cores, or batched transformers on one H100 where marked *). a: "
+             "LoRA without the type, no memory; b: the same with the teacher bank (top-2); c: LoRA trained with "
+             "memories, without the type, played with the bank; c2: as c, half its training prompts showing another "
+             "type's solved examples; d: the shipped students trained on every type (LoRA only beside a and b, "
+             "DuoMem beside c); e: d's LoRA only played as a-c are, with pick's solved examples in place of the "
+             "type's (a control for the prompt); f: a's LoRA shown the type's own solved episodes from the bank "
+             "update (`--examples bank`, no memory block). Paired: games won by the row only / by the other row "
+             "only, exact McNemar p. -: not played.", "",
+             "| type | games | a | b | c | c2 | f | d (LoRA only / DuoMem) | e | c vs a | c2 vs a | f vs a | bank "
+             "update |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for t in types:
-        found = {row: load_records(records(t, row)) for row in PLAY if records(t, row).is_dir()}
+        found = {row: (path, load_records(path)) for row in PLAY if (path := played(t, row))}
         full = {r: [x for x in load_records(REFERENCE[(STUDENT, r, "free")]) if x.task_type == t]
                 for r in ("lora", "duomem")}
-        summaries = {row: summarize(recs, row, "llm", STUDENT, "valid_unseen") for row, recs in found.items()}
+        summaries = {row: summarize(recs, row, "llm", STUDENT, "valid_unseen") for row, (_, recs) in found.items()}
         summaries.update({f"d-{r}": summarize(recs, f"d-{r}", "llm", STUDENT, "valid_unseen") for r, recs in full.items()})
         paired = {f"{row} vs {other}": compare(summaries[row]["outcomes"], summaries[other]["outcomes"])
-                  for row in ("c", "c2") for other in ("a", "b", "d-duomem") if {row, other} <= set(summaries)}
-        memories = [e for e in bank.entries if e.task_type == t]
-        size = sum(len(e.model_dump_json()) for e in memories)
+                  for row in ("c", "c2", "f") for other in ("a", "b", "d-duomem") if {row, other} <= set(summaries)}
+        manifest = BANKS / t / "manifest.json"
+        update = json.loads(manifest.read_text())["updates"][-1] if manifest.is_file() else None
         out["types"][t] = {"rows": {k: {x: y for x, y in v.items() if x != "outcomes"} for k, v in summaries.items()},
-                           "paired": paired, "reference_rows": reference,
-                           "memories_of_type": len(memories), "memories_kb": round(size / 1000, 1)}
-        cell = {k: pct_ci(v) for k, v in summaries.items()}
+                           "records": {row: rel(path) for row, (path, _) in found.items()},
+                           "paired": paired, "reference_rows": reference, "bank_update": update}
+        games = len(full["lora"])
+        cell = {k: pct_ci(v) + ("*" if k in found and found[k][0].name.endswith("-transformers") else "")
+                + (f" ({v['n_episodes']} of {games} games)" if v["n_episodes"] < games else "")
+                for k, v in summaries.items()}
         vs = {k: f"{c['a_only']} / {c['b_only']}, p = {c['p_value']:.3f}" for k, c in paired.items()}
-        lines.append(f"| {t} | {len(full['lora'])} | {cell.get('a', '-')} | {cell.get('b', '-')} | "
-                     f"{cell.get('c', '-')} | {cell.get('c2', '-')} | {cell['d-lora']} / {cell['d-duomem']} | "
-                     f"{cell.get('e', '-')} | {vs.get('c vs a', '-')} | {vs.get('c vs b', '-')} | "
-                     f"{vs.get('c2 vs a', '-')} | {len(memories)} ({size / 1000:.1f} kB) |")
+        added = f"{update['memories_added']} memories, {update['bytes_added'] / 1000:.0f} kB" if update else "-"
+        lines.append(f"| {t} | {games} | " + " | ".join(cell.get(r, "-") for r in ("a", "b", "c", "c2", "f"))
+                     + f" | {cell['d-lora']} / {cell['d-duomem']} | {cell.get('e', '-')} | "
+                     + " | ".join(vs.get(f"{r} vs a", "-") for r in ("c", "c2", "f")) + f" | {added} |")
     done = [t for t, v in out["types"].items() if {"a", "c"} <= set(v["rows"])]
     if done:
         mean = {k: 100 * sum(out["types"][t]["rows"][k]["success_rate"] for t in done) / len(done)
@@ -164,9 +207,9 @@ def report(types: list[str]) -> Path:
                           "c_minus_a_points": round(mean["c"] - mean["a"], 1),
                           "share_of_a_to_d": round((mean["c"] - mean["a"]) / gap, 2) if gap else None,
                           "target": "c >= a + 30 points and at least halfway from a to d"}
-        lines += ["", f"Average over {', '.join(done)}: a {mean['a']:.1f}%, c {mean['c']:.1f}%, d (DuoMem) "
-                      f"{mean['d-duomem']:.1f}%; c - a = {mean['c'] - mean['a']:+.1f} points"
-                      + (f", {out['average']['share_of_a_to_d']:.0%} of the way from a to d" if gap else "")
+        lines += ["", f"Average over {', '.join(done)} (the types with rows a and c): a {mean['a']:.1f}%, c "
+                      f"{mean['c']:.1f}%, d (DuoMem) {mean['d-duomem']:.1f}%; c - a = {mean['c'] - mean['a']:+.1f} "
+                      "points" + (f", {out['average']['share_of_a_to_d']:.0%} of the way from a to d" if gap else "")
                       + " (target: +30 points and half the way)."]
     wanted = {row_name(x, t) for t in types for x in RECIPES}
     trainings = {r: t for (s, r), t in training().items() if s == STUDENT and r in wanted}
@@ -175,8 +218,8 @@ def report(types: list[str]) -> Path:
                   "the 3,356 expert demonstrations less the held-out type's: "
                   + "; ".join(f"{r} {t['steps']} steps, {t['train_tokens_per_s'] / 1000:.1f}k tokens/s on "
                               f"{t['hardware']}" for r, t in trainings.items()) + ".",
-              "Rows a-c and e play with `--unseen-types T`: two solved examples of `pick` in the prompt in place of T's "
-              "(d's prompts show two of T)."]
+              "Rows a-c, e and f play with `--unseen-types T`: two solved examples of `pick` in the prompt in place of "
+              "T's (d's prompts show two of T; f's show T's from the bank update)."]
     atomic_write_json(RESULTS.with_suffix(".json"), out)
     atomic_write_text(RESULTS.with_suffix(".md"), "\n".join(lines) + "\n")
     return RESULTS.with_suffix(".md")

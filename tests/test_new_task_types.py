@@ -153,3 +153,60 @@ def test_sft_data_can_show_another_types_examples(demos: Path, tmp_path: Path):
     assert again["sha256"] == meta["sha256"]
     with pytest.raises(ConfigError, match="fewshot swap must be between 0 and 1"):
         build_dataset(demos, tmp_path / "bad", shots=2, fewshot_swap=1.5)
+
+
+def test_a_bank_update_brings_a_new_types_solved_examples(demos: Path, tmp_path: Path, prepared: Path,
+                                                           smollm2_model, duomem_home: Path):
+    """``duomem memory add --transcripts`` keeps the new type's solved episodes; a run with ``examples: bank`` shows
+    them as the prompt's solved examples of a type the student never learned (the packaged ones complete them),
+    while types the bank keeps no episode of keep the packaged examples; a bank without episodes, or no bank, is
+    one clear error."""
+    from duomem.agent.episode import EpisodeState
+    from duomem.agent.prompts import fewshot_examples, transcript
+    from duomem.agent.react import ReActAgent
+    from duomem.cli.main import app
+    from duomem.envs.alfworld import AlfworldEnv
+    from duomem.envs.alfworld_data import load_tasks
+    from duomem.eval.spec import RolloutSpec
+
+    without = tmp_path / "without.jsonl"
+    without.write_text("".join(t.model_dump_json() + "\n" for t in load_trajectories(demos) if t.task_type != "heat"))
+    build_bank(without, tmp_path / "bank", "plan", fmt="abstract", embedder="bm25")
+    with pytest.raises(ConfigError, match="keeps no solved episodes"):
+        MemoryBank.load(tmp_path / "bank").retriever(0, transcripts=True)
+    done = CliRunner().invoke(app, ["memory", "add", str(tmp_path / "bank"), "--trajectories", str(demos),
+                                    "--writer", "plan", "--task-types", "heat", "--transcripts"])
+    assert done.exit_code == 0, done.output
+    bank = MemoryBank.load(tmp_path / "bank")
+    assert bank.manifest["updates"][-1]["transcripts"] is True
+    heat_demos = [t for t in load_trajectories(demos) if t.task_type == "heat" and t.won]
+    kept = {e.transcript for e in bank.entries if e.task_type == "heat"}
+    assert kept == {transcript(t) for t in heat_demos}  # the episodes as a solved example shows them
+    assert not any(e.transcript for e in bank.entries if e.task_type != "heat")
+
+    tasks = load_tasks("valid_seen")
+    heat, pick = (next(t for t in tasks if t.task_type == kind) for kind in ("heat", "pick"))
+    agent = ReActAgent(smollm2_model, shots=1, memory=bank.retriever(0, transcripts=True), unseen_types=["heat"],
+                       examples="bank")
+    env = AlfworldEnv(expert=False)
+    try:
+        firsts = {}
+        for task in (heat, pick):
+            state = EpisodeState(task, "llm", "smollm2-135m", 0, 0, 5)
+            state.begin(env.reset(task, seed=0), 0.0)
+            agent.start(state)
+            firsts[task.task_type] = state.first_user
+    finally:
+        env.close()
+    assert firsts["heat"].startswith("Here is a solved task of the same kind.\n\n### Example 1\n")
+    assert any(text in firsts["heat"] for text in kept) and "### Memories" not in firsts["heat"]
+    assert firsts["pick"].startswith("Here is a solved task of the same kind.")
+    assert transcript(fewshot_examples()["pick"][0]) in firsts["pick"]  # no pick episode in the bank: packaged
+
+    plain = RolloutSpec(model="smollm2-135m", memory=str(tmp_path / "bank"))
+    assert "examples" not in plain.key_fields()
+    assert RolloutSpec(model="smollm2-135m", memory=str(tmp_path / "bank"), examples="bank").fingerprint() != \
+        plain.fingerprint()
+    bad = subprocess.run([sys.executable, "-m", "duomem.cli", "eval", "--model", "smollm2-135m", "--examples", "bank"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "need a memory bank" in bad.stderr

@@ -106,18 +106,21 @@ def substitute_type(task_type: str, unseen: Collection[str] = ()) -> str:
 
 
 def task_prompt(task_type: str, initial_observation: str, shots: int = 2, memories: Sequence[str] = (),
-                fewshot: str = "train", source: str = "alfworld", example_type: str | None = None) -> str:
-    """The first user turn: ``shots`` solved examples of ``task_type`` (of ``example_type`` when given: a task of
-    another kind, for a kind the student never learned) from the examples of ``source``'s environment as
-    transcripts, the retrieved memories, then the new task. Small models follow this transcript form far better
-    than examples in a system turn."""
+                fewshot: str = "train", source: str = "alfworld", example_type: str | None = None,
+                solved: Sequence[tuple[str, str]] = ()) -> str:
+    """The first user turn: ``shots`` solved examples, the retrieved memories, then the new task. The examples are
+    ``solved`` (``(task type, transcript)`` pairs, e.g. a memory bank's solved episodes), completed from the
+    packaged examples of ``task_type`` (of ``example_type`` when given: a task of another kind, for a kind the
+    student never learned) in ``source``'s environment, as transcripts. Small models follow this transcript form
+    far better than examples in a system turn."""
     parts = []
-    examples = fewshot_examples(fewshot, source).get(example_type or task_type, [])[:shots]
+    packaged = fewshot_examples(fewshot, source).get(example_type or task_type, [])
+    examples = [*solved[:shots], *((ex.task_type, transcript(ex)) for ex in packaged)][:shots]
     if examples:
-        kind = "another" if example_type not in (None, task_type) else "the same"
+        kind = "the same" if all(t == task_type for t, _ in examples) else "another"
         parts.append(f"Here {'is a solved task' if len(examples) == 1 else f'are {len(examples)} solved tasks'} "
                      f"of {kind} kind.")
-        parts.extend(f"### Example {i + 1}\n{transcript(ex)}" for i, ex in enumerate(examples))
+        parts.extend(f"### Example {i + 1}\n{text}" for i, (_, text) in enumerate(examples))
     block = memory_block(memories)
     if block:
         parts.append(block)

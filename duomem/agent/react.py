@@ -22,6 +22,11 @@ class MemoryRetriever(Protocol):
         """``(memory id, text)`` pairs, most similar first; never memories of ``task``'s own game."""
         ...
 
+    def examples_for(self, task: TaskSpec, n: int) -> list[tuple[str, str]]:
+        """At most ``n`` ``(task type, transcript)`` pairs: solved episodes of ``task``'s type, most similar
+        first, shown as the prompt's solved examples; never ``task``'s own game."""
+        ...
+
 
 class ReActAgent:
     """Prompts ``model`` with instructions, ``shots`` examples of the task's type, retrieved memories and the
@@ -40,7 +45,7 @@ class ReActAgent:
                  history_window: int | None = None, max_new_tokens: int = 64, temperature: float = 0.0,
                  reserve_tokens: int = 128, max_consecutive_thinks: int = 1, fewshot: str = "train",
                  action_selection: str = "free", score_norm: str = "mean", note: bool = False,
-                 unseen_types: Sequence[str] = ()) -> None:
+                 unseen_types: Sequence[str] = (), examples: str = "fixed") -> None:
         if action_selection not in ACTION_SELECTIONS:
             raise ValueError(f"unknown action selection {action_selection!r}; use {', '.join(ACTION_SELECTIONS)}")
         self.model = model
@@ -60,14 +65,18 @@ class ReActAgent:
         self.unseen_types = frozenset(unseen_types)
         """Kinds of task the student never learned: their prompts show solved examples of another type in place of
         their own (:func:`~duomem.agent.prompts.substitute_type`), keeping the layout the student learned."""
+        self.examples = examples
+        """``bank``: the solved examples are ``memory``'s solved episodes of the task's type, the packaged ones
+        completing them (``fixed``: the packaged ones only)."""
 
     def start(self, state: EpisodeState) -> None:
         memories = self.memory.retrieve_for(state.task) if self.memory else []
         kind = state.task.task_type
         # a kind the student never learned: the layout it learned, with no solved example of that kind
         example_type = substitute_type(kind, self.unseen_types) if kind in self.unseen_types else None
+        solved = self.memory.examples_for(state.task, self.shots) if self.examples == "bank" and self.memory else []
         state.first_user = task_prompt(kind, state.obs.text, self.shots, [text for _, text in memories],
-                                       self.fewshot, state.task.source, example_type)
+                                       self.fewshot, state.task.source, example_type, solved)
         state.memory_ids = [mid for mid, _ in memories]
 
     def messages(self, state: EpisodeState) -> list[Message]:

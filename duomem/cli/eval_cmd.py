@@ -12,7 +12,15 @@ from duomem.cli import comma_list
 from duomem.envs.base import MAX_STEPS, TaskSpec
 from duomem.errors import ConfigError
 from duomem.eval.runner import Executor
-from duomem.eval.spec import ActionSelection, Backend, FewshotSet, Policy, RolloutSpec, ScoreNorm
+from duomem.eval.spec import (
+    ActionSelection,
+    Backend,
+    ExampleSource,
+    FewshotSet,
+    Policy,
+    RolloutSpec,
+    ScoreNorm,
+)
 from duomem.memory.bank import Retrieval
 from duomem.memory.entry import MemoryFormat
 
@@ -77,6 +85,8 @@ def _default_name(spec: RolloutSpec, split: str, games: int | None, task_types: 
         tags.append("note")
     if spec.unseen_types:
         tags.append("unseen-" + "+".join(sorted(spec.unseen_types)))
+    if spec.examples == "bank":
+        tags.append("bank-examples")
     if spec.policy == "llm" and spec.action_selection != "free":
         tags.append(spec.action_selection + ("-mean" if spec.action_selection == "score" and
                                              spec.score_norm == "mean" else ""))
@@ -133,6 +143,11 @@ def eval_command(
                                                           "their prompts show solved examples of another type "
                                                           "(pick) in place of their own, so memories are the "
                                                           "only source of the procedure.")] = None,
+    examples: Annotated[ExampleSource, typer.Option(help="Where the prompt's solved examples come from: fixed (the "
+                                                          "packaged few-shot set) or bank (the --memory bank's "
+                                                          "solved episodes of the task's type, kept with `duomem "
+                                                          "memory add --transcripts`; the packaged ones complete "
+                                                          "them).")] = "fixed",
     backend: Annotated[Backend, typer.Option(help="Model backend (auto: llama.cpp for GGUF models, transformers "
                                                   "for hf:, openai for openai:).")] = "auto",
     device: Annotated[str, typer.Option(help="transformers backend device: cpu or cuda.")] = "cpu",
@@ -157,6 +172,7 @@ def eval_command(
                     score_norm=score_norm if policy == "llm" else None,
                     history_window=history_window, note=note if policy == "llm" else None, backend=backend,
                     unseen_types=comma_list(unseen_types) if unseen_types else None,
+                    examples=examples if policy == "llm" else None,
                     device=device,
                     threads=threads, seed=seed, temperature=temperature, batch=batch,
                     expert_fix=expert_fix if policy == "expert" else None)

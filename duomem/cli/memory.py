@@ -15,6 +15,8 @@ from duomem.memory.build import CopyPolicy
 from duomem.memory.entry import MemoryFormat
 
 app = typer.Typer(no_args_is_help=True)
+TRANSCRIPTS_HELP = ("Keep each won episode itself beside its memory, for `duomem eval --examples bank` (the student's "
+                    "solved examples taken from the bank: how a new kind of task reaches a small student).")
 console = Console()
 
 
@@ -38,6 +40,7 @@ def build_command(
     threads: Annotated[int | None, typer.Option(help="CPU threads for the writer.")] = None,
     copy_policy: Annotated[CopyPolicy, typer.Option(help="Memories whose script copies the writer prompt: strip (drop "
                                                   "the copied lines) or reject (leave the memory out).")] = "strip",
+    transcripts: Annotated[bool, typer.Option(help=TRANSCRIPTS_HELP)] = False,
 ) -> None:
     """Write one memory per (selected) trajectory with an LLM or the plan writer; resumable; dedupes; embeds."""
     from rich.progress import Progress
@@ -56,6 +59,7 @@ def build_command(
         bar = progress.add_task("writing memories", total=None)
         bank = build_bank(trajectories, out, model, fmt=format, include_failures=include_failures,  # type: ignore[arg-type]
                           per_game=per_game, max_entries=max_entries, embedder=embedder, copy_policy=copy_policy,
+                          transcripts=transcripts,
                           on_progress=lambda done, total: progress.update(bar, completed=done, total=total))
     m = bank.manifest
     copies = m.get("writer_copies", {})
@@ -77,6 +81,7 @@ def add_command(
                                                         "(default: every trajectory's).")] = None,
     threads: Annotated[int | None, typer.Option(help="CPU threads for the writer.")] = None,
     copy_policy: Annotated[CopyPolicy, typer.Option(help="As for `duomem memory build`.")] = "strip",
+    transcripts: Annotated[bool, typer.Option(help=TRANSCRIPTS_HELP)] = False,
 ) -> None:
     """Add memories of new tasks to a bank, in its own format and retrieval; a shipped student's manifest gets the
     bank's new hash (no retraining: the student reads the new memories at once)."""
@@ -92,7 +97,8 @@ def add_command(
     model = PLAN_WRITER if writer == PLAN_WRITER else \
         (load_chat_model(writer, threads=threads) if writer and fmt != "trajectory" else None)
     types = comma_list(task_types) if task_types else None
-    update = add_memories(bank, trajectories, model, task_types=types, copy_policy=copy_policy)
+    update = add_memories(bank, trajectories, model, task_types=types, copy_policy=copy_policy,
+                          transcripts=transcripts)
     console.print(f"bank {bank}: {update['memories_added']} memories added ({update['per_type']}), "
                   f"{update['bytes_added'] / 1e3:+.1f} kB")
     student = Path(bank).resolve().parent

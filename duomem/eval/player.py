@@ -36,15 +36,16 @@ def build_policy(spec: RolloutSpec) -> Policy:
                             batch_tokens=spec.batch_tokens, request_timeout=spec.request_timeout,
                             request_retries=spec.request_retries, request_concurrency=spec.request_concurrency)
     memory = None
-    if spec.memory and spec.top_k > 0:
+    if spec.memory and (spec.top_k > 0 or spec.examples == "bank"):
         from duomem.memory.bank import MemoryBank
 
         memory = MemoryBank.load(spec.memory).retriever(top_k=spec.top_k, retrieval=spec.retrieval,
-                                                        memory_format=spec.memory_format)
+                                                        memory_format=spec.memory_format,
+                                                        transcripts=spec.examples == "bank")
     return ReActAgent(model, shots=spec.shots, memory=memory, history_window=spec.history_window,
                       max_new_tokens=spec.max_new_tokens, temperature=spec.temperature, fewshot=spec.fewshot,
                       action_selection=spec.action_selection, score_norm=spec.score_norm, note=spec.note,
-                      unseen_types=spec.unseen_types)
+                      unseen_types=spec.unseen_types, examples=spec.examples)
 
 
 @dataclass

@@ -19,6 +19,7 @@ Backend = Literal["auto", "llamacpp", "transformers", "openai"]
 FewshotSet = Literal["train", "heldout"]
 ActionSelection = Literal["free", "grammar", "score"]
 ScoreNorm = Literal["sum", "mean"]
+ExampleSource = Literal["fixed", "bank"]
 KEY_VERSION = 2
 """How a run's key is computed: a changed key means another run. ``scripts/migrate_run_keys.py`` rewrites the
 ``run.json`` of runs made with version 1 (which left out fields added later while at their defaults)."""
@@ -62,6 +63,10 @@ class RolloutSpec(BaseModel):
     """Task types the student never learned (new kinds of task): their prompts show solved examples of another type
     (``pick``) in place of their own, so the layout the student learned stays and memories are the only source of
     the new kind's procedure."""
+    examples: ExampleSource = "fixed"
+    """Where the prompt's solved examples come from: ``fixed``, the packaged few-shot set; ``bank``, the solved
+    episodes of the task's type that the memory bank keeps (``duomem memory add --transcripts``), most similar
+    first, the packaged set completing them (a new kind of task is taught by a bank update alone)."""
     max_new_tokens: int = Field(64, ge=4, le=1024)
     temperature: float = Field(0.0, ge=0.0, le=2.0)
     seed: int = 0
@@ -91,6 +96,9 @@ class RolloutSpec(BaseModel):
             raise ConfigError("an llm policy needs a model (e.g. smollm2-135m)")
         if self.policy == "expert" and (self.model or self.adapter or self.memory):
             raise ConfigError("the expert policy takes no model, adapter or memory bank")
+        if self.examples == "bank" and not self.memory:
+            raise ConfigError("examples from the bank need a memory bank (--memory BANK; --top-k 0 shows no "
+                              "memory block)")
         return self
 
     @property
@@ -108,8 +116,9 @@ class RolloutSpec(BaseModel):
         data = self.model_dump(exclude={"threads", "step_timeout", "device"})
         if self.action_selection != "score":
             data.pop("score_norm")
-        if not self.unseen_types:  # added after KEY_VERSION 2: runs without it keep their keys
-            data.pop("unseen_types")
+        for name in ("unseen_types", "examples"):  # added after KEY_VERSION 2: runs without them keep their keys
+            if data[name] == type(self).model_fields[name].get_default(call_default_factory=True):
+                data.pop(name)
         if not self.uses_transformers:
             data.pop("batch_tokens")
             data.pop("batch")

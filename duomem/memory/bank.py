@@ -175,7 +175,12 @@ class MemoryBank:
                           embeddings=None if self.embeddings is None else self.embeddings[keep])
 
     def retriever(self, top_k: int, retrieval: Retrieval = "similarity", memory_format: MemoryFormat | None = None,
-                  exclude: Exclusion = "game") -> BankRetriever:
+                  exclude: Exclusion = "game", transcripts: bool = False) -> BankRetriever:
+        """What the agent reads from this bank; ``transcripts``: it also shows the bank's solved episodes as
+        examples (a bank that keeps none is a :class:`ConfigError`)."""
+        if transcripts and not any(e.transcript for e in self.entries):
+            raise ConfigError(f"bank {self.path} keeps no solved episodes to show as examples: add them with "
+                              "`duomem memory add BANK --transcripts ...` or build it with --transcripts")
         return BankRetriever(self, top_k, retrieval, memory_format, exclude)
 
 
@@ -214,6 +219,15 @@ class BankRetriever:
             if priors:
                 memories.insert(0, (PRIORS_ID, priors))
         return memories
+
+    def examples_for(self, task: TaskSpec, n: int) -> list[tuple[str, str]]:
+        """The ``n`` solved episodes of ``task``'s type that the bank keeps (:attr:`MemoryEntry.transcript`), most
+        similar first, under the same exclusions as memories; fewer (or none) when it keeps fewer."""
+        if n <= 0:
+            return []
+        hits = self.bank.search(task.goal, len(self.bank.entries), exclude_game=task.game_id, scorer=self._scorer,
+                                task_type=task.task_type, exclude=self.exclude)
+        return [(e.task_type, e.transcript) for e, _ in hits if e.transcript and e.task_type == task.task_type][:n]
 
 
 def bank_overlap(bank: MemoryBank | str | Path, tasks: Iterable[TaskSpec]) -> dict:

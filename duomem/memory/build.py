@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Literal, get_args
 
+from duomem.agent.prompts import transcript
 from duomem.agent.trajectory import Trajectory
 from duomem.envs.base import TASK_TYPES
 from duomem.errors import ConfigError, DataError
@@ -84,7 +85,8 @@ def dedupe(entries: list[MemoryEntry]) -> list[MemoryEntry]:
 def build_bank(trajectories: Path, out: Path, writer: ChatModel | str | None, fmt: MemoryFormat = "both",
                include_failures: bool = False, per_game: int = 1, max_entries: int | None = None,
                embedder: str | None = DEFAULT_EMBEDDER, batch: int = 32,
-               on_progress: Callable[[int, int], None] | None = None, copy_policy: CopyPolicy = "strip") -> MemoryBank:
+               on_progress: Callable[[int, int], None] | None = None, copy_policy: CopyPolicy = "strip",
+               transcripts: bool = False) -> MemoryBank:
     """Write one memory per selected trajectory into ``out`` (``written.jsonl`` is the resumable log), then
     dedupe, embed the task descriptions and write the bank. ``writer`` is a chat model, ``"plan"`` (the
     deterministic :class:`PlanWriter`: the expert's plan, no model) or None (``fmt="trajectory"`` only).
@@ -92,7 +94,9 @@ def build_bank(trajectories: Path, out: Path, writer: ChatModel | str | None, fm
     ``batch`` memories at a time. ``copy_policy`` (:data:`COPY_POLICIES`) says what happens to memories whose
     script copied the writer prompt; the manifest counts them (``writer_copies``) and records the games, task
     folders and floor plans the bank was built from (``source_game_ids``, ``source_task_folders``,
-    ``source_floor_plans``; see :func:`duomem.memory.bank.bank_overlap`)."""
+    ``source_floor_plans``; see :func:`duomem.memory.bank.bank_overlap`). ``transcripts``: each memory of a won
+    episode keeps the episode as a prompt's solved example shows it (:attr:`MemoryEntry.transcript`, for runs with
+    ``examples: bank``)."""
     if fmt not in MEMORY_FORMATS:
         raise ConfigError(f"unknown memory format {fmt!r}; use {', '.join(MEMORY_FORMATS)}")
     if copy_policy not in COPY_POLICIES:
@@ -120,6 +124,9 @@ def build_bank(trajectories: Path, out: Path, writer: ChatModel | str | None, fm
             if on_progress:
                 on_progress(len(selected) - len(pending) + min(len(pending), start + step), len(selected))
     written = [done[memory_id(t)] for t in selected]
+    if transcripts:
+        written = [e.model_copy(update={"transcript": transcript(t)}) if t.won else e
+                   for e, t in zip(written, selected, strict=True)]
     copies = [e for e in written if e.copied_lines]
     rejected = {e.id for e in copies if copy_policy == "reject"}
     if fmt != "trajectory":  # nothing left of the script once the copied lines are gone
@@ -136,17 +143,19 @@ def build_bank(trajectories: Path, out: Path, writer: ChatModel | str | None, fm
         emb = load_embedder(embedder)
     return MemoryBank.create(out, entries, emb, fmt, extra={
         "source_file": str(trajectories), "include_failures": include_failures, "per_game": per_game,
-        "copy_policy": copy_policy,
+        "copy_policy": copy_policy, **({"transcripts": True} if transcripts else {}),
         "writer_prompt": WRITER_PROMPT_VERSION if writer is not None and not isinstance(writer, str) else None,
         "writer_copies": {"memories": len(copies), "lines_removed": sum(e.copied_lines for e in copies),
                           "rejected": len(rejected)}})
 
 
 def add_memories(bank_path: Path, trajectories: Path, writer: ChatModel | str | None,
-                 task_types: list[str] | None = None, copy_policy: CopyPolicy = "strip") -> dict:
+                 task_types: list[str] | None = None, copy_policy: CopyPolicy = "strip",
+                 transcripts: bool = False) -> dict:
     """Add memories written from ``trajectories`` (only those of ``task_types``, if given) to the bank at
     ``bank_path``, in the bank's own format and with its own retrieval; every memory is embedded again and the
-    manifest records the update (``updates``: source, types, memories and bytes added). A packed bank stays packed.
+    manifest records the update (``updates``: source, types, memories and bytes added, whether the solved episodes
+    were kept: ``transcripts``, see :func:`build_bank`). A packed bank stays packed.
     Returns the update's record."""
     bank_path = Path(bank_path)
     bank = MemoryBank.load(bank_path)
@@ -166,7 +175,8 @@ def add_memories(bank_path: Path, trajectories: Path, writer: ChatModel | str | 
     with tempfile.TemporaryDirectory() as tmp:
         source = Path(tmp) / "input.jsonl"
         atomic_write_text(source, "".join(t.model_dump_json() + "\n" for t in trajs))
-        new = build_bank(source, Path(tmp) / "new", writer, fmt=fmt, embedder="bm25", copy_policy=copy_policy)
+        new = build_bank(source, Path(tmp) / "new", writer, fmt=fmt, embedder="bm25", copy_policy=copy_policy,
+                         transcripts=transcripts)
     known = {e.id for e in bank.entries}
     merged = dedupe(bank.entries + [e for e in new.entries if e.id not in known])
     packed = packed_path(bank_path / MEMORIES).is_file()
@@ -176,7 +186,8 @@ def add_memories(bank_path: Path, trajectories: Path, writer: ChatModel | str | 
         pack_jsonl(bank_path / MEMORIES)
     added = [e for e in merged if e.id not in known]
     update = {"source_file": str(trajectories), "task_types": sorted(task_types or {t.task_type for t in trajs}),
-              "memories_added": len(added), "per_type": dict(Counter(e.task_type for e in added))}
+              "memories_added": len(added), "per_type": dict(Counter(e.task_type for e in added)),
+              "transcripts": transcripts}
     manifest = {**{k: v for k, v in bank.manifest.items() if k not in result.manifest}, **result.manifest}
     manifest["updates"] = [*bank.manifest.get("updates", []), update]
     atomic_write_json(bank_path / MANIFEST, manifest)

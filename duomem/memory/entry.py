@@ -48,6 +48,9 @@ class MemoryEntry(BaseModel):
     game ids when missing, so older banks load with them."""
     source_floor_plans: list[str] = Field(default_factory=list)
     """Floor plans (AI2-THOR scene numbers) of the source games; filled from the game ids when missing."""
+    transcript: str = ""
+    """The source episode as a prompt shows a solved example (observations included), kept when the bank is built
+    or updated with ``transcripts``; what a run with ``examples: bank`` shows in place of the packaged examples."""
     copied_lines: int = 0
     """Script lines the writer copied from its prompt's wording, removed (see ``duomem.memory.writer``)."""
     prompt_tokens: int = 0
