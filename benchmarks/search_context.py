@@ -20,6 +20,7 @@ trained on) is never used for a choice. Each row's records go to runs/search-con
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -42,10 +43,13 @@ SETTINGS: dict[str, dict] = {
     "duomem-typed": {"memory": "typed", "note": False},
     "duomem-typed-note": {"memory": "typed", "note": True},
     "full": {"memory": None, "note": False, "method": "full"},
+    "lora-examples": {"memory": None, "note": False, "shipped": "smollm2-135m-lora", "examples": "bank"},
 }
 """Row -> how its student was trained and is played: the memory format shown (None: no memory block), the episodic
 note, ``method: full`` for the parameter-space reference (every weight fine-tuned, lr 5e-5, played as a q8_0 GGUF
-model), and for the two reference rows the shipped student whose adapter it is (trained before this benchmark)."""
+model), for the reference rows the shipped student whose adapter it is (trained before this benchmark), and
+``examples: bank``: the prompt's two solved examples are the teacher's episodes most similar to the task (of its
+type, from :func:`episode_bank`) in place of the packaged two, no memory block."""
 SHARED = {
     ("valid_seen", "lora-free"): HERE / "runs" / "action-selection" / "valid_seen" / "lora-free",
     ("valid_seen", "lora-score"): HERE / "runs" / "action-selection" / "valid_seen" / "lora-score-mean",
@@ -87,6 +91,25 @@ def demonstrations() -> Path:
         seen.add((demo.game_id, tuple(demo.actions)))
         demos.append(demo.model_dump_json())
     atomic_write_text(out, "".join(line + "\n" for line in demos))
+    return out
+
+
+def episode_bank() -> Path:
+    """The shipped DuoMem bank's memories again, each with its teacher episode (``duomem memory build
+    --transcripts`` from the demonstrations of the same train games): what ``examples: bank`` rows show."""
+    from duomem.memory.bank import MemoryBank
+
+    out = WORK / "episode-bank"
+    if (out / "manifest.json").is_file():
+        return out
+    bank = MemoryBank.load(BANK)
+    games = {g for e in bank.entries for g in e.source_game_ids}
+    source = WORK / "episode-bank.jsonl"
+    atomic_write_text(source, "".join(json.dumps(r) + "\n" for r in read_jsonl(demonstrations())
+                                      if r["game_id"] in games))
+    subprocess.run(["duomem", "memory", "build", "--trajectories", _rel(source), "--out", _rel(out), "--writer",
+                    "plan", "--format", bank.manifest["memory_format"], "--embedder", bank.manifest["embedder"],
+                    "--transcripts"], check=True, cwd=ROOT)
     return out
 
 
@@ -169,6 +192,8 @@ def evaluate(split: str, rows: list[str], actions: str, games: int | None) -> No
                "--out", _rel(RUNS / split / f"{row}-{actions}"), "--name", f"{row}-{actions}", "--no-progress"]
         if s["memory"]:
             cmd += ["--memory", _rel(BANK), "--top-k", "2", "--memory-format", s["memory"]]
+        if s.get("examples") == "bank":
+            cmd += ["--memory", _rel(episode_bank()), "--top-k", "0", "--examples", "bank"]
         if s["note"]:
             cmd.append("--note")
         if games:
