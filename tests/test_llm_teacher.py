@@ -29,6 +29,28 @@ def test_an_llm_teacher_writes_its_own_memories_by_default(tmp_path: Path):
         load_config(None, ["teacher.policy=llm"])
 
 
+def test_a_distilled_student_can_teach_batched_on_a_gpu(tmp_path: Path):
+    """An llm teacher with its adapter, its memory bank and a backend (a distilled 1.5B playing the train games
+    batched on a GPU, say) plays with exactly those settings, which enter its collection's key; the expert takes
+    none of them."""
+    from duomem.pipeline.run import Pipeline
+
+    path = tmp_path / "c.yaml"
+    path.write_text(f"output: {tmp_path / 'run'}\n"
+                    "teacher: {policy: llm, model: qwen2.5-coder-1.5b, adapter: runs/t/lora, memory: runs/t/bank, "
+                    "top_k: 1, backend: transformers, device: cuda, batch: 64, samples_per_task: 1}\n")
+    spec = Pipeline(load_config(path), show_progress=False, report_only=True).teacher_spec()
+    assert (spec.model, spec.adapter, spec.memory, spec.top_k) == ("qwen2.5-coder-1.5b", "runs/t/lora", "runs/t/bank", 1)
+    assert (spec.backend, spec.device, spec.batch) == ("transformers", "cuda", 64)
+    plain = Pipeline(load_config(path, ["teacher.adapter=null"]), show_progress=False, report_only=True).teacher_spec()
+    assert plain.fingerprint() != spec.fingerprint()
+    for wrong in ("teacher.adapter=runs/t/lora", "teacher.backend=transformers", "teacher.batch=8"):
+        with pytest.raises(ConfigError, match="the expert teacher takes no model, adapter"):
+            load_config(None, [wrong])
+    shipped = load_config(Path(__file__).resolve().parents[1] / "configs" / "llm-teacher-smollm2-135m.yaml")
+    assert shipped.teacher.adapter and shipped.teacher.batch > 1 and shipped.data.train_games == 1200
+
+
 def test_duomem_serve_answers_on_loopback_and_stops(smollm2: str, tmp_path: Path):
     """One command serves a shipped student; a client reaches it by the name the command prints."""
     from duomem.llm import load_chat_model

@@ -12,7 +12,7 @@ from duomem.distill.export import Quant
 from duomem.distill.train import LoraConfig
 from duomem.envs.base import MAX_STEPS, TaskType
 from duomem.errors import ConfigError
-from duomem.eval.spec import KEY_VERSION, ActionSelection, FewshotSet, Policy, RolloutSpec, ScoreNorm
+from duomem.eval.spec import KEY_VERSION, ActionSelection, Backend, FewshotSet, Policy, RolloutSpec, ScoreNorm
 from duomem.memory.bank import Exclusion, Retrieval
 from duomem.memory.build import CopyPolicy
 from duomem.memory.entry import MemoryFormat
@@ -57,13 +57,27 @@ class TeacherConfig(_Strict):
     """Turn limit when the teacher collects trajectories (evaluation uses ``eval.max_steps``)."""
     explore: float = Field(0.3, ge=0, le=1)
     temperature: float = Field(0.7, ge=0, le=2)
+    adapter: str | None = None
+    """An llm teacher's LoRA (a peft folder or a GGUF LoRA): a distilled student can teach a smaller one."""
+    memory: str | None = None
+    """An llm teacher's memory bank, read as a student reads it (``top_k`` memories, the bank's format)."""
+    top_k: int = Field(RolloutSpec.model_fields["top_k"].default, ge=1, le=16)
+    backend: Backend = RolloutSpec.model_fields["backend"].default
+    """How an llm teacher's model runs (the run spec's backends); ``transformers`` with ``device: cuda`` and a
+    ``batch`` plays many train games at once on a GPU."""
+    device: str = RolloutSpec.model_fields["device"].default
+    batch: int = Field(RolloutSpec.model_fields["batch"].default, ge=1)
+    """transformers: the teacher's episodes stepped together."""
 
     @model_validator(mode="after")
     def _model_for_llm(self) -> TeacherConfig:
         if self.policy == "llm" and not self.model:
             raise ValueError("an llm teacher needs teacher.model")
-        if self.policy == "expert" and self.model:
-            raise ValueError("the expert teacher takes no model (set teacher.policy: llm)")
+        if self.policy == "expert":
+            set_ = [name for name in ("model", "adapter", "memory") if getattr(self, name)]
+            if set_ or self.backend != "auto" or self.batch != 1:
+                raise ValueError("the expert teacher takes no model, adapter, memory, backend or batch "
+                                 "(set teacher.policy: llm)")
         return self
 
 

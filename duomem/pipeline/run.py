@@ -135,8 +135,9 @@ class Pipeline:
         steps = max_steps or cfg.eval.max_steps
         if t.policy == "expert":
             return RolloutSpec(policy="expert", max_steps=steps, seed=cfg.seed, shots=t.shots, threads=cfg.eval.threads)
-        return RolloutSpec(policy="llm", model=t.model, shots=t.shots, max_steps=steps, seed=cfg.seed,
-                           threads=cfg.eval.threads)
+        return RolloutSpec(policy="llm", model=t.model, adapter=t.adapter, memory=t.memory, top_k=t.top_k,
+                           shots=t.shots, max_steps=steps, seed=cfg.seed, threads=cfg.eval.threads,
+                           backend=t.backend, device=t.device, batch=t.batch)
 
     # --- stages --------------------------------------------------------------------------------------------------
     def collect_teacher(self) -> StageResult:
