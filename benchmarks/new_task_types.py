@@ -151,6 +151,21 @@ def played(task_type: str, row: str) -> Path | None:
     return next((r for r in (records(task_type, row), records(task_type, row, "transformers")) if r.is_dir()), None)
 
 
+def conduct(task_type: str, recs: list) -> dict[str, int]:
+    """How many of a row's games played the type's own command at least once (``cool X with Y``, ...) and picked up
+    the task's object (the game answered "You pick up ..."): whether a student that never learned the type does any
+    of it."""
+    verb = {"examine": "use"}.get(task_type, task_type)
+
+    def sent(rec, prefix: str, answer: str = "") -> bool:
+        return any(s.kind == "action" and s.text.startswith(prefix) and s.observation.startswith(answer)
+                   for s in rec.trajectory.steps)
+
+    return {"games": len(recs), "type_command": sum(sent(r, f"{verb} ") for r in recs),
+            "object_taken": sum(sent(r, f"take {r.trajectory.params.get('object', '?')} ", "You pick up")
+                                for r in recs)}
+
+
 def report(types: list[str]) -> Path:
     """results/new-task-types.{json,md}: per type, rows a-f with Wilson intervals, c, c2 and f paired against a and
     b (and c against d), and what the bank update of the type added."""
@@ -186,8 +201,9 @@ def report(types: list[str]) -> Path:
                   for row in ("c", "c2", "f") for other in ("a", "b", "d-duomem") if {row, other} <= set(summaries)}
         manifest = BANKS / t / "manifest.json"
         update = json.loads(manifest.read_text())["updates"][-1] if manifest.is_file() else None
+        behaviour = {row: conduct(t, recs) for row, (_, recs) in found.items()}
         out["types"][t] = {"rows": {k: {x: y for x, y in v.items() if x != "outcomes"} for k, v in summaries.items()},
-                           "records": {row: rel(path) for row, (path, _) in found.items()},
+                           "records": {row: rel(path) for row, (path, _) in found.items()}, "conduct": behaviour,
                            "paired": paired, "reference_rows": reference, "bank_update": update}
         games = len(full["lora"])
         cell = {k: pct_ci(v) + ("*" if k in found and found[k][0].name.endswith("-transformers") else "")
@@ -198,6 +214,13 @@ def report(types: list[str]) -> Path:
         lines.append(f"| {t} | {games} | " + " | ".join(cell.get(r, "-") for r in ("a", "b", "c", "c2", "f"))
                      + f" | {cell['d-lora']} / {cell['d-duomem']} | {cell.get('e', '-')} | "
                      + " | ".join(vs.get(f"{r} vs a", "-") for r in ("c", "c2", "f")) + f" | {added} |")
+    lines += ["", "What the rows did (games of each row): the type's own command played at least once (`cool X with "
+                  "Y`, ...), the task's object taken.", "", "| type | row | won | the type's command | object taken |",
+              "|---|---|---|---|---|"]
+    for t, v in out["types"].items():
+        for row, c in v["conduct"].items():
+            lines.append(f"| {t} | {row} | {v['rows'][row]['n_won']}/{c['games']} | {c['type_command']} | "
+                         f"{c['object_taken']} |")
     done = [t for t, v in out["types"].items() if {"a", "c"} <= set(v["rows"])]
     if done:
         mean = {k: 100 * sum(out["types"][t]["rows"][k]["success_rate"] for t in done) / len(done)
