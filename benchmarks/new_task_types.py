@@ -21,6 +21,9 @@ Per held-out type T (valid_unseen's games of T, all of them):
   d  the shipped students trained on all six types (their committed valid_unseen rows, T's games): LoRA only for
      a and b, DuoMem for c
   e  control for the prompt: d's LoRA-only student played as a-c are, with pick's solved examples for T's
+  f  a's LoRA after a bank update of T (``duomem memory add --transcripts``, :func:`bank_update`): the prompt's
+     solved examples are T's teacher episodes most similar to the task (``--examples bank``), no memory block
+  g  c's LoRA after the same update: T's episodes as its examples and the memories (top-2) beside them
 Rows a-c and e play T's games as a new kind of task (``--unseen-types T``): their prompts show two solved examples
 of ``pick`` in place of T's (the shipped students' prompts show two of the task's own type; with none at all the
 135M students lose the layout they learned: the shipped LoRA won 0 of the first 10 cool games), so a and the
@@ -47,7 +50,8 @@ RECIPES = {"lora": (False, 0.0), "duomem": (True, 0.0), "duomem-swap": (True, 0.
 """Recipe -> (the retrieved memories in the training prompts, the share of trajectories trained with another type's
 solved examples: ``duomem-swap`` learns to take the procedure from the memories, as an unseen type needs)."""
 PLAY = {"a": ("lora", 0, "fixed"), "b": ("lora", 2, "fixed"), "c": ("duomem", 2, "fixed"),
-        "c2": ("duomem-swap", 2, "fixed"), "e": ("shipped", 0, "fixed"), "f": ("lora", 0, "bank")}
+        "c2": ("duomem-swap", 2, "fixed"), "e": ("shipped", 0, "fixed"), "f": ("lora", 0, "bank"),
+        "g": ("duomem", 2, "bank")}
 """Row -> (recipe of its LoRA, memories shown (top-k), where the solved examples come from); ``shipped``: the
 shipped LoRA-only student's adapter; ``bank`` examples: the type's solved episodes from the bank update
 (:func:`bank_update`)."""
@@ -83,7 +87,7 @@ def bank_update(task_type: str) -> Path:
     """The teacher bank as a student trained without ``task_type`` would have shipped it (the type's memories left
     out), then updated the way a user adds a new kind of task: ``duomem memory add --transcripts`` from the
     teacher's demonstrations of the games the bank's memories of the type were written from. Its memories are
-    the teacher bank's; its update keeps the type's solved episodes too (row f shows them as examples), and
+    the teacher bank's; its update keeps the type's solved episodes too (rows f and g show them as examples), and
     the manifest records what the update added."""
     import json
 
@@ -176,7 +180,7 @@ def report(types: list[str]) -> Path:
     from duomem.eval.summary import pct_ci, summarize
     from duomem.jsonl import atomic_write_json, atomic_write_text
 
-    reference = {"a": "lora", "b": "lora", "c": "duomem", "c2": "duomem", "f": "lora"}
+    reference = {"a": "lora", "b": "lora", "c": "duomem", "c2": "duomem", "f": "lora", "g": "duomem"}
     out: dict = {"benchmark": "new task types (issue 28)", "student": STUDENT, "split": "valid_unseen",
                  "bank": str(BANK.relative_to(ROOT)), "types": {}}
     lines = ["# New kinds of task by memory alone (issue 28)", "",
@@ -186,11 +190,12 @@ def report(types: list[str]) -> Path:
              "memories, without the type, played with the bank; c2: as c, half its training prompts showing another "
              "type's solved examples; d: the shipped students trained on every type (LoRA only beside a and b, "
              "DuoMem beside c); e: d's LoRA only played as a-c are, with pick's solved examples in place of the "
-             "type's (a control for the prompt); f: a's LoRA shown the type's own solved episodes from the bank "
-             "update (`--examples bank`, no memory block). Paired: games won by the row only / by the other row "
-             "only, exact McNemar p. -: not played.", "",
-             "| type | games | a | b | c | c2 | f | d (LoRA only / DuoMem) | e | c vs a | c2 vs a | f vs a | bank "
-             "update |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "type's (a control for the prompt); f: a's LoRA shown the type's own teacher episodes from the bank "
+             "update as its solved examples (`--examples bank`, no memory block); g: c's LoRA with the same "
+             "examples and the memories. Paired: games won by the row only / by the other row only, exact McNemar "
+             "p. -: not played.", "",
+             "| type | games | a | b | c | c2 | f | g | d (LoRA only / DuoMem) | e | c vs a | f vs a | g vs a | g vs c "
+             "| bank update |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for t in types:
         found = {row: (path, load_records(path)) for row in PLAY if (path := played(t, row))}
         full = {r: [x for x in load_records(REFERENCE[(STUDENT, r, "free")]) if x.task_type == t]
@@ -198,7 +203,8 @@ def report(types: list[str]) -> Path:
         summaries = {row: summarize(recs, row, "llm", STUDENT, "valid_unseen") for row, (_, recs) in found.items()}
         summaries.update({f"d-{r}": summarize(recs, f"d-{r}", "llm", STUDENT, "valid_unseen") for r, recs in full.items()})
         paired = {f"{row} vs {other}": compare(summaries[row]["outcomes"], summaries[other]["outcomes"])
-                  for row in ("c", "c2", "f") for other in ("a", "b", "d-duomem") if {row, other} <= set(summaries)}
+                  for row in ("c", "c2", "f", "g") for other in ("a", "b", "c", "d-duomem")
+                  if row != other and {row, other} <= set(summaries)}
         manifest = BANKS / t / "manifest.json"
         update = json.loads(manifest.read_text())["updates"][-1] if manifest.is_file() else None
         behaviour = {row: conduct(t, recs) for row, (_, recs) in found.items()}
@@ -211,9 +217,9 @@ def report(types: list[str]) -> Path:
                 for k, v in summaries.items()}
         vs = {k: f"{c['a_only']} / {c['b_only']}, p = {c['p_value']:.3f}" for k, c in paired.items()}
         added = f"{update['memories_added']} memories, {update['bytes_added'] / 1000:.0f} kB" if update else "-"
-        lines.append(f"| {t} | {games} | " + " | ".join(cell.get(r, "-") for r in ("a", "b", "c", "c2", "f"))
+        lines.append(f"| {t} | {games} | " + " | ".join(cell.get(r, "-") for r in ("a", "b", "c", "c2", "f", "g"))
                      + f" | {cell['d-lora']} / {cell['d-duomem']} | {cell.get('e', '-')} | "
-                     + " | ".join(vs.get(f"{r} vs a", "-") for r in ("c", "c2", "f")) + f" | {added} |")
+                     + " | ".join(vs.get(k, "-") for k in ("c vs a", "f vs a", "g vs a", "g vs c")) + f" | {added} |")
     lines += ["", "What the rows did (games of each row): the type's own command played at least once (`cool X with "
                   "Y`, ...), the task's object taken.", "", "| type | row | won | the type's command | object taken |",
               "|---|---|---|---|---|"]
@@ -241,8 +247,8 @@ def report(types: list[str]) -> Path:
                   "the 3,356 expert demonstrations less the held-out type's: "
                   + "; ".join(f"{r} {t['steps']} steps, {t['train_tokens_per_s'] / 1000:.1f}k tokens/s on "
                               f"{t['hardware']}" for r, t in trainings.items()) + ".",
-              "Rows a-c, e and f play with `--unseen-types T`: two solved examples of `pick` in the prompt in place of "
-              "T's (d's prompts show two of T; f's show T's from the bank update)."]
+              "Rows a-c and e-g play with `--unseen-types T`: two solved examples of `pick` in the prompt in place of "
+              "T's (d's prompts show two of T; f's and g's show T's from the bank update)."]
     atomic_write_json(RESULTS.with_suffix(".json"), out)
     atomic_write_text(RESULTS.with_suffix(".md"), "\n".join(lines) + "\n")
     return RESULTS.with_suffix(".md")
