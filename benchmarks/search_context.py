@@ -270,9 +270,11 @@ def report() -> Path:
     atomic_write_json(RESULTS / "search-context.json", data)
     classes = ("never_saw_target", "closed_receptacle", "lamp_not_used", "pick_two_second", "wrong_object", "other")
     lines = ["# Search context (issue 27)", "",
-             f"Student `{MODEL}` (llama.cpp, greedy, 50 steps); each row's LoRA trained with its own context. "
-             "valid_seen is the tuning split (choices are made there only). Paired: games won by this row only / by "
-             "LoRA only (same action selection, same games), exact McNemar p.", "",
+             f"Student `{MODEL}` (llama.cpp, greedy, 50 steps); each row's LoRA trained with its own context, except "
+             "lora-examples: the shipped LoRA (trained with the packaged examples) shown the teacher's two most "
+             "similar episodes of the task's type as its solved examples instead, measured on valid_unseen only "
+             "and chosen for nothing. valid_seen is the tuning split (choices are made there only). Paired: games "
+             "won by this row only / by LoRA only (same action selection, same games), exact McNemar p.", "",
              "| split | row | actions | games | success % [95% CI] | vs LoRA only | p | lost: "
              + " / ".join(classes) + " |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
