@@ -51,6 +51,7 @@ setup)
     d=runs/students/$student/sft/$row; mkdir -p $d
     gunzip -c $S/$row.jsonl.gz > $d/train.jsonl && cp $S/$row.dataset.json $d/dataset.json
   done
+  [ -d $S/banks ] && mkdir -p runs/new-task-types && cp -r $S/banks runs/new-task-types/  # new_task_types.py's
   duomem data prepare --source $S --splits valid_seen,valid_unseen --verify none || exit 1
   echo "set-up $(( $(date +%s) - t0 )) s"; nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv ;;
 train)

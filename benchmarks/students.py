@@ -164,9 +164,10 @@ a ``.so`` loaded with ctypes, built for x86-64 Linux) are copied from this envir
 
 
 def stage_play(archives: Path | None = None) -> list[Path]:
-    """``.carry/e0`` (the game wheels, the slim ALFWorld archives of the validation splits and the query-embedding
-    cache for their task descriptions, so that memory rows need no embedder there) and ``.carry/e1`` (the packages of
-    :data:`NO_WHEEL`): what playing rows on the GPU machine needs; each is carried with one of ``setup``'s calls."""
+    """``.carry/e0`` (the game wheels, the slim ALFWorld archives of the validation splits, the query-embedding
+    cache for their task descriptions, so that memory rows need no embedder there, and the bank updates of
+    ``new_task_types.py`` where built) and ``.carry/e1`` (the packages of :data:`NO_WHEEL`): what playing rows on the
+    GPU machine needs; each is carried with one of ``setup``'s calls."""
     import importlib.util
     import shutil
 
@@ -187,6 +188,10 @@ def stage_play(archives: Path | None = None) -> list[Path]:
     embedder.embed([t.goal for split in splits for t in load_tasks(split)])
     (e0 / "embeddings").mkdir()
     shutil.copy(embedder.path, e0 / "embeddings")
+    updates = ROOT / "runs" / "new-task-types" / "banks"
+    if updates.is_dir():
+        for bank in (d for d in updates.iterdir() if (d / "manifest.json").is_file()):
+            shutil.copytree(bank, e0 / "banks" / bank.name)
     for name in NO_WHEEL:
         spec = importlib.util.find_spec(name)
         shutil.copytree(Path(spec.origin).parent, e1 / "site" / name, ignore=shutil.ignore_patterns("__pycache__"))
