@@ -150,6 +150,11 @@ def evaluate(types: list[str], rows: list[str], workers: int, backend: str = "ll
         raise SystemExit("error: a row failed (see its output above)")
 
 
+ROW_FIELDS = ("n_episodes", "n_won", "success_rate", "success_ci95", "mean_steps", "invalid_action_rate",
+              "wall_s_per_episode", "backend", "complete")
+"""What the results file keeps of each row's summary (the rest is in the row's records: the tree has a budget)."""
+
+
 def played(task_type: str, row: str) -> Path | None:
     """A row's records: played with llama.cpp on CPU cores, or else batched with transformers on a GPU."""
     return next((r for r in (records(task_type, row), records(task_type, row, "transformers")) if r.is_dir()), None)
@@ -208,7 +213,7 @@ def report(types: list[str]) -> Path:
         manifest = BANKS / t / "manifest.json"
         update = json.loads(manifest.read_text())["updates"][-1] if manifest.is_file() else None
         behaviour = {row: conduct(t, recs) for row, (_, recs) in found.items()}
-        out["types"][t] = {"rows": {k: {x: y for x, y in v.items() if x != "outcomes"} for k, v in summaries.items()},
+        out["types"][t] = {"rows": {k: {x: v[x] for x in ROW_FIELDS if x in v} for k, v in summaries.items()},
                            "records": {row: rel(path) for row, (path, _) in found.items()}, "conduct": behaviour,
                            "paired": paired, "reference_rows": reference, "bank_update": update}
         games = len(full["lora"])

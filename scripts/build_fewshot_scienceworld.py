@@ -1,4 +1,4 @@
-"""Write duomem/agent/fewshot_scienceworld.json: up to two solved examples per ScienceWorld task for the prompt.
+"""Write duomem/agent/fewshot_scienceworld.json.xz: up to two solved examples per ScienceWorld task for the prompt.
 
 The examples are ScienceWorld's own gold paths on TRAIN variations (never dev or test): for each of the 30 tasks,
 :data:`CANDIDATES` train variations sampled with :data:`SEED` (``duomem.envs.scienceworld_data.sample_variations``)
@@ -20,6 +20,7 @@ cores: each gold path is generated in a fresh JVM; with CACHE, the played candid
 from __future__ import annotations
 
 import json
+import lzma
 import sys
 import tempfile
 from pathlib import Path
@@ -35,7 +36,7 @@ PER_TASK = 2
 CANDIDATES = 4
 MAX_CHARS = 5000
 SEED = 0
-OUT = Path(__file__).resolve().parents[1] / "duomem" / "agent" / "fewshot_scienceworld.json"
+OUT = Path(__file__).resolve().parents[1] / "duomem" / "agent" / "fewshot_scienceworld.json.xz"
 
 
 def gold_trajectory(env: ScienceWorldEnv, task, seed: int) -> Trajectory:
@@ -93,7 +94,8 @@ def main() -> None:
         if cache is not None:
             cache.write_text(json.dumps([(size, d.model_dump()) for size, d in played]))
     chosen = select(played)
-    OUT.write_text(json.dumps([d.model_dump(exclude={"model"}) for d in chosen], indent=1) + "\n")
+    text = json.dumps([d.model_dump(exclude={"model"}) for d in chosen], indent=1) + "\n"
+    OUT.write_bytes(lzma.compress(text.encode(), preset=9 | lzma.PRESET_EXTREME))
     counts = {name: sum(d.task_type == name for d in chosen) for name in TASKS}
     print(f"wrote {len(chosen)} examples to {OUT}; per task: {counts}")
 

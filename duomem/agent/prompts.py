@@ -8,6 +8,7 @@ the prompts it is run with.
 from __future__ import annotations
 
 import json
+import lzma
 from collections.abc import Callable, Collection, Sequence
 from functools import lru_cache
 from importlib import resources
@@ -51,10 +52,10 @@ FEWSHOT_SETS = {"train": "fewshot_train.json", "heldout": "fewshot.json"}
 """The few-shot example sets, two expert demonstrations per task type: ``train`` (ALFWorld train games, the set
 every committed result used; its 12 games are left out of SFT data) and ``heldout`` (generated games on floor
 plans no ALFWorld split uses, ``scripts/build_fewshot.py``)."""
-SCIENCEWORLD_FEWSHOT = "fewshot_scienceworld.json"
+SCIENCEWORLD_FEWSHOT = "fewshot_scienceworld.json.xz"
 """ScienceWorld's few-shot examples under either set name: up to two gold demonstrations per task, of train
 variations (``scripts/build_fewshot_scienceworld.py``; they are left out of SFT data as the ``train`` set's games
-are)."""
+are). Stored xz-compressed (229 kB of transcripts in 8 kB): the repository has a size budget."""
 
 
 def environment(source: str) -> str:
@@ -75,7 +76,8 @@ def fewshot_examples(fewshot: str = "train", source: str = "alfworld") -> dict[s
     if fewshot not in FEWSHOT_SETS:
         raise ValueError(f"unknown few-shot set {fewshot!r}; use {' or '.join(FEWSHOT_SETS)}")
     name = SCIENCEWORLD_FEWSHOT if environment(source) == SCIENCEWORLD else FEWSHOT_SETS[fewshot]
-    raw = json.loads(resources.files("duomem.agent").joinpath(name).read_text())
+    data = resources.files("duomem.agent").joinpath(name).read_bytes()
+    raw = json.loads(lzma.decompress(data) if name.endswith(".xz") else data)
     out: dict[str, list[Trajectory]] = {}
     for item in raw:
         traj = Trajectory.model_validate(item)
