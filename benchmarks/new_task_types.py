@@ -232,19 +232,23 @@ def report(types: list[str]) -> Path:
         for row, c in v["conduct"].items():
             lines.append(f"| {t} | {row} | {v['rows'][row]['n_won']}/{c['games']} | {c['type_command']} | "
                          f"{c['object_taken']} |")
-    done = [t for t, v in out["types"].items() if {"a", "c"} <= set(v["rows"])]
-    if done:
+    out["average"] = {"target": "the DuoMem student without the type (c, or g after the bank update) >= a + 30 "
+                                "points and at least halfway from a to d, averaged over the held-out types"}
+    for row in ("c", "g"):  # each over the types where it and a were both played
+        done = [t for t, v in out["types"].items() if {"a", row} <= set(v["rows"])]
+        if not done:
+            continue
         mean = {k: 100 * sum(out["types"][t]["rows"][k]["success_rate"] for t in done) / len(done)
-                for k in ("a", "c", "d-duomem")}
-        gap = mean["d-duomem"] - mean["a"]
-        out["average"] = {"types": done, **{f"{k}_pct": round(v, 1) for k, v in mean.items()},
-                          "c_minus_a_points": round(mean["c"] - mean["a"], 1),
-                          "share_of_a_to_d": round((mean["c"] - mean["a"]) / gap, 2) if gap else None,
-                          "target": "c >= a + 30 points and at least halfway from a to d"}
-        lines += ["", f"Average over {', '.join(done)} (the types with rows a and c): a {mean['a']:.1f}%, c "
-                      f"{mean['c']:.1f}%, d (DuoMem) {mean['d-duomem']:.1f}%; c - a = {mean['c'] - mean['a']:+.1f} "
-                      "points" + (f", {out['average']['share_of_a_to_d']:.0%} of the way from a to d" if gap else "")
-                      + " (target: +30 points and half the way)."]
+                for k in ("a", row, "d-duomem")}
+        gap, gain = mean["d-duomem"] - mean["a"], mean[row] - mean["a"]
+        out["average"][row] = {"types": done, **{f"{k}_pct": round(v, 1) for k, v in mean.items()},
+                               f"{row}_minus_a_points": round(gain, 1),
+                               "share_of_a_to_d": round(gain / gap, 2) if gap else None}
+        lines += ["" if row == "c" else None, f"Average over {', '.join(done)} (the types with rows a and {row}): a "
+                  f"{mean['a']:.1f}%, {row} {mean[row]:.1f}%, d (DuoMem) {mean['d-duomem']:.1f}%; {row} - a = "
+                  f"{gain:+.1f} points" + (f", {gain / gap:.0%} of the way from a to d" if gap else "")
+                  + " (target: +30 points and half the way)."]
+    lines = [line for line in lines if line is not None]
     wanted = {row_name(x, t) for t in types for x in RECIPES}
     trainings = {r: t for (s, r), t in training().items() if s == STUDENT and r in wanted}
     out["training"] = {r: digest(t, STUDENT, r) for r, t in trainings.items()}
