@@ -59,7 +59,7 @@ class MemoryBank:
         """Write a bank: the entries, their goal embeddings (or none for BM25) and a manifest."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path / MEMORIES, "".join(e.model_dump_json() + "\n" for e in entries))
+        atomic_write_text(path / MEMORIES, "".join(e.to_json() + "\n" for e in entries))
         for name in packed_names(MEMORIES):  # a packed copy of an earlier bank here
             (path / name).unlink(missing_ok=True)
         embeddings = None

@@ -119,7 +119,7 @@ def build_bank(trajectories: Path, out: Path, writer: ChatModel | str | None, fm
     with JsonlAppender(out / WRITTEN) as log:
         for start in range(0, len(pending), step):
             for entry in memory_writer.write_many(pending[start:start + step]):
-                log.append(entry.model_dump_json())
+                log.append(entry.to_json())
                 done[entry.id] = entry
             if on_progress:
                 on_progress(len(selected) - len(pending) + min(len(pending), start + step), len(selected))

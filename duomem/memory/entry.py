@@ -64,6 +64,11 @@ class MemoryEntry(BaseModel):
             self.source_floor_plans = sorted({p for g in self.source_game_ids if (p := floor_plan_of(g))}, key=int)
         return self
 
+    def to_json(self) -> str:
+        """One line of a bank's memories file; without ``transcript`` when there is none, so banks built without
+        episodes keep the bytes (and hashes) they had before the field existed."""
+        return self.model_dump_json(exclude=None if self.transcript else {"transcript"})
+
     def text(self, fmt: MemoryFormat = "both") -> str:
         """What the agent reads."""
         lines = [f"Task: {self.goal} ({'solved' if self.won else 'failed'})"]
