@@ -160,19 +160,39 @@ def played(task_type: str, row: str) -> Path | None:
     return next((r for r in (records(task_type, row), records(task_type, row, "transformers")) if r.is_dir()), None)
 
 
-def conduct(task_type: str, recs: list) -> dict[str, int]:
+def conduct(task_type: str, row: str, recs: list) -> dict[str, int]:
     """How many of a row's games played the type's own command at least once (``cool X with Y``, ...) and picked up
     the task's object (the game answered "You pick up ..."): whether a student that never learned the type does any
-    of it."""
+    of it. For rows shown the bank's episodes: of the games won, those where the object was picked up at a place the
+    first example visits, and those whose places up to it are the first example's, in order (the example copied)."""
+    import re
+
     verb = {"examine": "use"}.get(task_type, task_type)
 
     def sent(rec, prefix: str, answer: str = "") -> bool:
         return any(s.kind == "action" and s.text.startswith(prefix) and s.observation.startswith(answer)
                    for s in rec.trajectory.steps)
 
-    return {"games": len(recs), "type_command": sum(sent(r, f"{verb} ") for r in recs),
-            "object_taken": sum(sent(r, f"take {r.trajectory.params.get('object', '?')} ", "You pick up")
-                                for r in recs)}
+    out = {"games": len(recs), "type_command": sum(sent(r, f"{verb} ") for r in recs),
+           "object_taken": sum(sent(r, f"take {r.trajectory.params.get('object', '?')} ", "You pick up")
+                               for r in recs)}
+    if PLAY[row][2] == "bank":
+        from duomem.envs.alfworld_data import load_tasks
+        from duomem.memory.bank import MemoryBank
+
+        tasks = {t.game_id: t for t in load_tasks("valid_unseen")}
+        bank = MemoryBank.load(bank_update(task_type)).retriever(PLAY[row][1], transcripts=True)
+        at_place = copied = 0
+        for rec in (r for r in recs if r.won):
+            example = bank.examples_for(tasks[rec.game_id], 1)[0][1]
+            visits = re.findall(r"^> go to (.+)$", example, flags=re.M)
+            acts = [s.text for s in rec.trajectory.steps if s.kind == "action"]
+            take = next(i for i, a in enumerate(acts) if a.startswith("take "))
+            gone = [a.removeprefix("go to ") for a in acts[:take] if a.startswith("go to ")]
+            at_place += acts[take].split(" from ")[-1] in visits
+            copied += gone == visits[:len(gone)]
+        out.update(won_at_example_place=at_place, won_on_example_path=copied)
+    return out
 
 
 def report(types: list[str]) -> Path:
@@ -212,7 +232,7 @@ def report(types: list[str]) -> Path:
                   if row != other and {row, other} <= set(summaries)}
         manifest = BANKS / t / "manifest.json"
         update = json.loads(manifest.read_text())["updates"][-1] if manifest.is_file() else None
-        behaviour = {row: conduct(t, recs) for row, (_, recs) in found.items()}
+        behaviour = {row: conduct(t, row, recs) for row, (_, recs) in found.items()}
         out["types"][t] = {"rows": {k: {x: v[x] for x in ROW_FIELDS if x in v} for k, v in summaries.items()},
                            "records": {row: rel(path) for row, (path, _) in found.items()}, "conduct": behaviour,
                            "paired": paired, "reference_rows": reference, "bank_update": update}
@@ -226,12 +246,15 @@ def report(types: list[str]) -> Path:
                      + f" | {cell['d-lora']} / {cell['d-duomem']} | {cell.get('e', '-')} | "
                      + " | ".join(vs.get(k, "-") for k in ("c vs a", "f vs a", "g vs a", "g vs c")) + f" | {added} |")
     lines += ["", "What the rows did (games of each row): the type's own command played at least once (`cool X with "
-                  "Y`, ...), the task's object taken.", "", "| type | row | won | the type's command | object taken |",
-              "|---|---|---|---|---|"]
+                  "Y`, ...), the task's object taken; for f and g, of the games won, those where the object lay at a "
+                  "place the first example visits and those whose places up to it are the first example's, in order.",
+              "", "| type | row | won | the type's command | object taken | won at an example's place | won on its "
+              "path |", "|---|---|---|---|---|---|---|"]
     for t, v in out["types"].items():
         for row, c in v["conduct"].items():
             lines.append(f"| {t} | {row} | {v['rows'][row]['n_won']}/{c['games']} | {c['type_command']} | "
-                         f"{c['object_taken']} |")
+                         f"{c['object_taken']} | {c.get('won_at_example_place', '-')} | "
+                         f"{c.get('won_on_example_path', '-')} |")
     out["average"] = {"target": "the DuoMem student without the type (c, or g after the bank update) >= a + 30 "
                                 "points and at least halfway from a to d, averaged over the held-out types"}
     for row in ("c", "g"):  # each over the types where it and a were both played
