@@ -7,8 +7,8 @@ Usage:
   bash benchmarks/gpu_students.sh setup smollm2-135m ROWS...             # there (one call per .carry folder)
   EPOCHS=1 bash benchmarks/gpu_students.sh train smollm2-135m ROWS...    # one after another (queued)
   bash benchmarks/gpu_students.sh watch SECONDS                          # adapters back in parts
-  python benchmarks/new_task_types.py eval [--types ...] [--workers 2]   # here: rows a, b, c on llama.cpp
-  bash benchmarks/gpu_students.sh eval-new-types TYPES                     # there: the same rows, transformers
+  python benchmarks/new_task_types.py eval [--types ...] [--rows ...] [--workers 2]   # here: llama.cpp
+  bash benchmarks/gpu_students.sh eval-new-types TYPES [ROWS]             # there: the same rows, transformers
   python benchmarks/new_task_types.py report                               # results/new-task-types.{json,md}
 
 Per held-out type T (valid_unseen's games of T, all of them):
@@ -24,7 +24,7 @@ Per held-out type T (valid_unseen's games of T, all of them):
   f  a's LoRA after a bank update of T (``duomem memory add --transcripts``, :func:`bank_update`): the prompt's
      solved examples are T's teacher episodes most similar to the task (``--examples bank``), no memory block
   g  c's LoRA after the same update: T's episodes as its examples and the memories (top-2) beside them
-Rows a-c and e play T's games as a new kind of task (``--unseen-types T``): their prompts show two solved examples
+Rows a-c and e-g play T's games as a new kind of task (``--unseen-types T``): their prompts show two solved examples
 of ``pick`` in place of T's (the shipped students' prompts show two of the task's own type; with none at all the
 135M students lose the layout they learned: the shipped LoRA won 0 of the first 10 cool games), so a and the
 LoRA's weights never see T's procedure, and b and c get it from the bank's memories only.
