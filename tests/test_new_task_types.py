@@ -27,6 +27,27 @@ def demos(expert_collection: Path) -> Path:
     return path
 
 
+def first_prompts(agent) -> dict[str, str]:
+    """The first user turn ``agent`` writes for a real heat game and a real pick game of valid_seen, by type."""
+    from duomem.agent.episode import EpisodeState
+    from duomem.envs.alfworld import AlfworldEnv
+    from duomem.envs.alfworld_data import load_tasks
+
+    tasks = load_tasks("valid_seen")
+    env = AlfworldEnv(expert=False)
+    try:
+        firsts = {}
+        for kind in ("heat", "pick"):
+            task = next(t for t in tasks if t.task_type == kind)
+            state = EpisodeState(task, "llm", "smollm2-135m", 0, 0, 5)
+            state.begin(env.reset(task, seed=0), 0.0)
+            agent.start(state)
+            firsts[kind] = state.first_user
+    finally:
+        env.close()
+    return firsts
+
+
 def test_sft_data_leaves_a_type_and_its_memories_out(demos: Path, tmp_path: Path):
     bank = build_bank(demos, tmp_path / "bank", "plan", fmt="both", embedder="bm25")
     assert "heat" in bank.manifest["per_type"]
@@ -95,25 +116,11 @@ def test_an_unseen_type_is_shown_solved_examples_of_another_type(prepared: Path,
     """A type the student never learned shows solved examples of another type (pick) in place of its own (the
     other types keep theirs, and runs that name no unseen type keep their keys); the CLI refuses an unknown type in
     one line."""
-    from duomem.agent.episode import EpisodeState
     from duomem.agent.react import ReActAgent
-    from duomem.envs.alfworld import AlfworldEnv
-    from duomem.envs.alfworld_data import load_tasks
     from duomem.eval.spec import RolloutSpec
 
-    tasks = load_tasks("valid_seen")
-    heat, pick = (next(t for t in tasks if t.task_type == kind) for kind in ("heat", "pick"))
     agent = ReActAgent(smollm2_model, shots=2, unseen_types=["heat"])
-    env = AlfworldEnv(expert=False)
-    try:
-        firsts = {}
-        for task in (heat, pick):
-            state = EpisodeState(task, "llm", "smollm2-135m", 0, 0, 5)
-            state.begin(env.reset(task, seed=0), 0.0)
-            agent.start(state)
-            firsts[task.task_type] = state.first_user
-    finally:
-        env.close()
+    firsts = first_prompts(agent)
     from duomem.agent.prompts import fewshot_examples, transcript
 
     pick_examples = [transcript(ex) for ex in fewshot_examples()["pick"][:2]]
@@ -161,12 +168,9 @@ def test_a_bank_update_brings_a_new_types_solved_examples(demos: Path, tmp_path:
     them as the prompt's solved examples of a type the student never learned (the packaged ones complete them),
     while types the bank keeps no episode of keep the packaged examples; a bank without episodes, or no bank, is
     one clear error."""
-    from duomem.agent.episode import EpisodeState
     from duomem.agent.prompts import fewshot_examples, transcript
     from duomem.agent.react import ReActAgent
     from duomem.cli.main import app
-    from duomem.envs.alfworld import AlfworldEnv
-    from duomem.envs.alfworld_data import load_tasks
     from duomem.eval.spec import RolloutSpec
 
     without = tmp_path / "without.jsonl"
@@ -184,20 +188,9 @@ def test_a_bank_update_brings_a_new_types_solved_examples(demos: Path, tmp_path:
     assert kept == {transcript(t) for t in heat_demos}  # the episodes as a solved example shows them
     assert not any(e.transcript for e in bank.entries if e.task_type != "heat")
 
-    tasks = load_tasks("valid_seen")
-    heat, pick = (next(t for t in tasks if t.task_type == kind) for kind in ("heat", "pick"))
     agent = ReActAgent(smollm2_model, shots=1, memory=bank.retriever(0, transcripts=True), unseen_types=["heat"],
                        examples="bank")
-    env = AlfworldEnv(expert=False)
-    try:
-        firsts = {}
-        for task in (heat, pick):
-            state = EpisodeState(task, "llm", "smollm2-135m", 0, 0, 5)
-            state.begin(env.reset(task, seed=0), 0.0)
-            agent.start(state)
-            firsts[task.task_type] = state.first_user
-    finally:
-        env.close()
+    firsts = first_prompts(agent)
     assert firsts["heat"].startswith("Here is a solved task of the same kind.\n\n### Example 1\n")
     assert any(text in firsts["heat"] for text in kept) and "### Memories" not in firsts["heat"]
     assert firsts["pick"].startswith("Here is a solved task of the same kind.")
