@@ -99,6 +99,7 @@ def test_demo_plays_the_student_and_its_base_on_unseen_floor_plans(duomem_home: 
     student = get_student(report["student"])
     assert report["games"] == 2 and set(report["floor_plans"]).isdisjoint(student.train_floor_plans)
     assert {r["n_episodes"] for r in report["rows"].values()} == {2}
+    assert all(0 <= r["ended_in_loop"] <= 2 for r in report["rows"].values())
     assert report["paired"]["n_games"] == 2
     assert (out / "demo.md").is_file() and "student - base" in done.stdout
     assert "Warning" not in done.stderr, done.stderr[-2000:]  # a clean terminal (no leaked-semaphore warnings)

@@ -90,6 +90,8 @@ def _default_name(spec: RolloutSpec, split: str, games: int | None, task_types: 
     if spec.policy == "llm" and spec.action_selection != "free":
         tags.append(spec.action_selection + ("-mean" if spec.action_selection == "score" and
                                              spec.score_norm == "mean" else ""))
+    if spec.loop_limit:
+        tags.append(f"loop{spec.loop_limit}")
     if task_types:
         tags.append("+".join(sorted(comma_list(task_types))))
     if games:
@@ -110,6 +112,9 @@ def eval_command(
     max_steps: Annotated[int, typer.Option(help="Turn limit per episode (thoughts count). On ScienceWorld the default "
                                                 "means the environment's own: 1000 for the expert (gold paths run "
                                                 "to ~750 actions), 100 for an agent.")] = MAX_STEPS,
+    loop_limit: Annotated[int | None, typer.Option(help="End an episode, lost, once its last turns are one cycle "
+                                                        "played N times over, word for word (4 never ended a won "
+                                                        "episode of the committed runs; default: off).")] = None,
     workers: Annotated[int, typer.Option(help="Parallel episode processes (1 thread each) or actors.")] = 1,
     executor: ExecutorOpt = "local",
     batch: Annotated[int, typer.Option(help="Episodes stepped together in one process, one batched generate per "
@@ -166,8 +171,9 @@ def eval_command(
     from duomem.eval.runner import run_rollouts
     from duomem.eval.summary import pct_ci
 
-    settings = dict(policy=policy, model=model, max_steps=max_steps, adapter=adapter, memory=memory, top_k=top_k,
-                    retrieval=retrieval, shots=shots, fewshot=fewshot, memory_format=memory_format,
+    settings = dict(policy=policy, model=model, max_steps=max_steps, loop_limit=loop_limit, adapter=adapter,
+                    memory=memory, top_k=top_k, retrieval=retrieval, shots=shots, fewshot=fewshot,
+                    memory_format=memory_format,
                     action_selection=actions if policy == "llm" else None,
                     score_norm=score_norm if policy == "llm" else None,
                     history_window=history_window, note=note if policy == "llm" else None, backend=backend,

@@ -113,7 +113,8 @@ class Player:
         task, sample = job
         s = self.spec
         limit = turn_limit(task, s.max_steps, expert=s.policy == "expert")
-        slot.state = EpisodeState(task, self.policy.name, self.policy.model_name, sample, s.seed, limit)
+        slot.state = EpisodeState(task, self.policy.name, self.policy.model_name, sample, s.seed, limit,
+                                  s.loop_limit)
         slot.game.send_reset(task, slot.state.seed)
         return True
 

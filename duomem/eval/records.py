@@ -29,6 +29,8 @@ class EpisodeRecord(BaseModel):
     focusing on the wrong object); None for ALFWorld (records made before this field have none either)."""
     steps: int
     """Agent turns, thoughts included (the step limit counts these)."""
+    loop_period: int | None = None
+    """The cycle (in turns) the agent repeated until the spec's ``loop_limit`` ended the episode; None otherwise."""
     env_steps: int
     thinks: int
     invalid_actions: int
