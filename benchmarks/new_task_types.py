@@ -9,6 +9,7 @@ Usage:
   bash benchmarks/gpu_students.sh watch SECONDS                          # adapters back in parts
   python benchmarks/new_task_types.py eval [--types ...] [--rows ...] [--workers 2]   # here: llama.cpp
   bash benchmarks/gpu_students.sh eval-new-types TYPES [ROWS]             # there: the same rows, transformers
+  python benchmarks/new_task_types.py tune [--types heat] [--variants g,g-k0,g-1]   # valid_seen choices, llama.cpp
   python benchmarks/new_task_types.py report                               # results/new-task-types.{json,md}
 
 Per held-out type T (valid_unseen's games of T, all of them):
@@ -60,6 +61,11 @@ EPOCHS = 1
 """Training epochs of the held-out LoRAs (``EPOCHS=1`` for gpu_students.sh): set by the lent GPU's time; the shipped
 students of row d trained for 2, so d is an upper reference, and a against c is the comparison that counts."""
 RECORDS = HERE / "runs" / "new-task-types" / "valid_unseen"
+TUNE = {"g": (2, 2), "g-k0": (2, 0), "g-1": (1, 2)}
+"""The choices behind rows f and g, made on valid_seen (``tune``): variant -> (the type's solved episodes shown,
+memories beside them: top-k), each played with c's LoRA after the bank update on valid_seen's games of the
+held-out type. ``g`` is the setting rows f and g use (the shipped DuoMem student's two examples and k = 2)."""
+TUNING = HERE / "runs" / "new-task-types" / "valid_seen"
 BANKS = ROOT / "runs" / "new-task-types" / "banks"
 RESULTS = HERE / "results" / "new-task-types"
 
@@ -109,6 +115,53 @@ def bank_update(task_type: str) -> Path:
     subprocess.run(["duomem", "memory", "add", rel(out), "--trajectories", rel(source), "--writer", "plan",
                     "--task-types", task_type, "--transcripts"], check=True, cwd=ROOT)
     return out
+
+
+def tune(types: list[str], variants: list[str], workers: int) -> None:
+    """Play the :data:`TUNE` variants on valid_seen's games of each held-out type (llama.cpp, ``workers`` games at
+    a time; resumable)."""
+    for t in types:
+        adapter = lora_dir(STUDENT, row_name("duomem", t)) / "adapter.gguf"
+        if not adapter.exists():
+            raise SystemExit(f"error: {adapter} is missing: train {row_name('duomem', t)} first (see the usage)")
+        for v in variants:
+            shots, top_k = TUNE[v]
+            cmd = ["duomem", "eval", "--model", STUDENT, "--adapter", rel(adapter), "--shots", str(shots),
+                   "--split", "valid_seen", "--task-types", t, "--unseen-types", t, "--memory", rel(bank_update(t)),
+                   "--top-k", str(top_k), "--examples", "bank", "--out", rel(TUNING / t / v), "--name",
+                   f"{v}-no-{t}-valid_seen", "--no-progress", "--workers", str(workers)]
+            print(" ".join(cmd), flush=True)
+            subprocess.run(cmd, check=True, cwd=ROOT)
+
+
+def tuning_table(types: list[str]) -> tuple[dict, list[str]]:
+    """The :data:`TUNE` variants played on valid_seen so far: per type, each variant's wins and its paired test
+    against ``g``."""
+    from duomem.eval.runner import load_records
+    from duomem.eval.stats import compare
+    from duomem.eval.summary import pct_ci, summarize
+    from duomem.jsonl import jsonl_exists
+
+    out: dict = {}
+    lines = ["", "Choices on valid_seen (`new_task_types.py tune`; all of valid_seen's games of the type, g's LoRA "
+                 "after the bank update): solved episodes shown and memories beside them; paired against the "
+                 "setting rows f and g use (g: 2 episodes, k = 2).", "",
+             "| type | variant | episodes shown | memories (k) | won | success % | vs g |",
+             "|---|---|---|---|---|---|---|"]
+    for t in types:
+        found = {v: load_records(TUNING / t / v) for v in TUNE if jsonl_exists(TUNING / t / v / "episodes.jsonl")}
+        if not found:
+            continue
+        sums = {v: summarize(recs, v, "llm", STUDENT, "valid_seen") for v, recs in found.items()}
+        out[t] = {}
+        for v, summ in sums.items():
+            pair = compare(summ["outcomes"], sums["g"]["outcomes"]) if v != "g" and "g" in sums else None
+            out[t][v] = {"shots": TUNE[v][0], "top_k": TUNE[v][1], **{x: summ[x] for x in ROW_FIELDS if x in summ},
+                         "vs_g": pair, "records": rel(TUNING / t / v)}
+            vs = f"{pair['a_only']} / {pair['b_only']}, p = {pair['p_value']:.3f}" if pair else "-"
+            lines.append(f"| {t} | {v} | {TUNE[v][0]} | {TUNE[v][1]} | {summ['n_won']}/{summ['n_episodes']} | "
+                         f"{pct_ci(summ)} | {vs} |")
+    return out, lines if out else []
 
 
 def records(task_type: str, row: str, backend: str = "llamacpp", runs: Path = RECORDS) -> Path:
@@ -255,6 +308,8 @@ def report(types: list[str]) -> Path:
             lines.append(f"| {t} | {row} | {v['rows'][row]['n_won']}/{c['games']} | {c['type_command']} | "
                          f"{c['object_taken']} | {c.get('won_at_example_place', '-')} | "
                          f"{c.get('won_on_example_path', '-')} |")
+    out["valid_seen"], tuned = tuning_table(types)
+    lines += tuned
     out["average"] = {"target": "the DuoMem student without the type (c, or g after the bank update) >= a + 30 "
                                 "points and at least halfway from a to d, averaged over the held-out types"}
     for row in ("c", "g"):  # each over the types where it and a were both played
@@ -289,7 +344,7 @@ def report(types: list[str]) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in ("sft", "rows", "eval", "report"):
+    for name in ("sft", "rows", "eval", "tune", "report"):
         p = sub.add_parser(name)
         p.add_argument("--types", default=",".join(TYPES))
     sub.choices["eval"].add_argument("--rows", default=",".join(PLAY))
@@ -297,6 +352,8 @@ def main() -> None:
     sub.choices["eval"].add_argument("--backend", choices=("llamacpp", "transformers"), default="llamacpp",
                                      help="transformers: every row side by side on a GPU (gpu_students.sh)")
     sub.choices["eval"].add_argument("--runs", type=Path, default=RECORDS, help="where the records go")
+    sub.choices["tune"].add_argument("--variants", default=",".join(TUNE))
+    sub.choices["tune"].add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     types = args.types.split(",")
     if args.command == "sft":
@@ -305,6 +362,8 @@ def main() -> None:
         print(",".join(row_name(r, t) for t in types for r in RECIPES))
     elif args.command == "eval":
         evaluate(types, args.rows.split(","), args.workers, args.backend, args.runs)
+    elif args.command == "tune":
+        tune(types, args.variants.split(","), args.workers)
     else:
         print(report(types))
 

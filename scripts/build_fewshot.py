@@ -1,4 +1,4 @@
-"""Write duomem/agent/fewshot.json: two solved examples per task type for the agent's prompt.
+"""Write duomem/agent/fewshot.json.xz: two solved examples per task type for the agent's prompt.
 
 The examples are games that no teacher can collect and no evaluation uses: ``duomem data generate`` draws them
 on :data:`FEWSHOT_SCENES`, floor plans that none of ALFWorld's task sets (train, valid_seen, valid_unseen) uses
@@ -6,7 +6,7 @@ and that the generated test split of seed 0 (benchmarks section 5) does not use 
 ALFWorld's expert, with detours removed and the project's thought annotations (duomem.agent.thoughts).
 So a teacher may collect every ALFWorld train game without any training prompt holding its own answer;
 ``duomem.distill.dataset.build_dataset`` still leaves out any training trajectory of a shown few-shot game
-(the ``train`` set, ``duomem/agent/fewshot_train.json``, which every committed result used, is of train games).
+(the ``train`` set, ``duomem/agent/fewshot_train.json.xz``, which every committed result used, is of train games).
 
 Run: python scripts/build_fewshot.py  (generates its games in a temporary folder, in rounds of 8 per task type still short of examples; about 10 min on one core).
 """
@@ -14,6 +14,7 @@ Run: python scripts/build_fewshot.py  (generates its games in a temporary folder
 from __future__ import annotations
 
 import json
+import lzma
 import tempfile
 from pathlib import Path
 
@@ -29,7 +30,7 @@ MAX_ACTIONS = 10
 TASKS_PER_TYPE = 8
 ROUNDS = 5
 SEED = 14
-OUT = Path(__file__).resolve().parents[1] / "duomem" / "agent" / "fewshot.json"
+OUT = Path(__file__).resolve().parents[1] / "duomem" / "agent" / "fewshot.json.xz"
 
 
 def main() -> None:
@@ -60,7 +61,7 @@ def main() -> None:
     if missing:
         raise SystemExit(f"too few short expert games for {', '.join(missing)}; raise TASKS_PER_TYPE or ROUNDS")
     examples = [ex for t in sorted(chosen) for ex in chosen[t]]
-    OUT.write_text(json.dumps(examples, indent=1) + "\n")
+    OUT.write_bytes(lzma.compress((json.dumps(examples, indent=1) + "\n").encode(), preset=9 | lzma.PRESET_EXTREME))
     print(f"wrote {len(examples)} examples to {OUT}")
 
 

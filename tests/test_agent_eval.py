@@ -173,10 +173,11 @@ def test_spec_keys_are_stable_and_complete():
                                              device="cuda", step_timeout=5).fingerprint()
     played = set(RolloutSpec.model_fields) - {"threads", "device", "step_timeout", "score_norm", "batch",
                                                "batch_tokens", "request_timeout", "request_retries",
-                                               "request_concurrency", "unseen_types", "examples"}
-    assert set(key) == played | {"key_version"}  # unseen types and bank examples enter a key only when set
+                                               "request_concurrency", "unseen_types", "examples", "loop_limit"}
+    assert set(key) == played | {"key_version"}  # unseen types, bank examples, loop limit: in a key only when set
     for update in ({"retrieval": "same_type"}, {"top_k": 4}, {"note": True}, {"memory_format": "typed"},
-                   {"action_selection": "score"}, {"unseen_types": ["heat"]}, {"examples": "bank"}):
+                   {"action_selection": "score"}, {"unseen_types": ["heat"]}, {"examples": "bank"},
+                   {"loop_limit": 4}):
         assert base.model_copy(update=update).fingerprint() != base.fingerprint(), update
     # the score norm enters a key only for scored play, whichever it is
     assert base.model_copy(update={"score_norm": "sum"}).fingerprint() == base.fingerprint()

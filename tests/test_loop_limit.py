@@ -1,5 +1,6 @@
-"""The loop limit (``RolloutSpec.loop_limit``): an episode whose agent plays one cycle of turns over and over ends
-early, lost; on the committed runs it never ends a won episode."""
+"""Shorter CPU play that changes no outcome: the loop limit (``RolloutSpec.loop_limit``: an episode whose agent plays
+one cycle of turns over and over ends early, lost; on the committed runs it never ends a won episode) and the
+llama.cpp workers' shared prefix store (the same records)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from duomem.agent.episode import loop_period
 from duomem.agent.trajectory import Step
 from duomem.envs.alfworld_data import load_tasks
 from duomem.envs.generate import generate_tasks
+from duomem.eval.player import play
 from duomem.eval.runner import load_records, run_rollouts
 from duomem.eval.spec import RolloutSpec
 from duomem.jsonl import read_jsonl
@@ -64,3 +66,22 @@ def test_four_times_ends_no_won_episode_of_the_committed_runs():
                 base, cut_base = base + 1, cut_base + looped
     assert won > 2000 and cut_won == 0
     assert base > 500 and cut_base > base / 2
+
+
+def test_the_prefix_store_changes_no_record(duomem_home: Path, smollm2: str, tmp_path: Path):
+    """Games of pick, clean, pick in one llama.cpp worker: with the run's prefix store the third game starts from
+    the first game's stored prompt (pick's examples, not evaluated again), and every record is the one played
+    without the store."""
+    generate_tasks(tmp_path / "gen", n=3, seed=5, task_types=["pick", "clean"], show_progress=False)
+    tasks = load_tasks("train", tmp_path / "gen")
+    assert [t.task_type for t in tasks] == ["pick", "clean", "pick"]
+    spec = RolloutSpec(model=smollm2, max_steps=3, max_new_tokens=48)
+    stored = run_rollouts(spec, tasks, tmp_path / "store", "store", show_progress=False, measure_speed=False)
+    assert not (tmp_path / "store" / ".prefixes").exists()  # removed when the run ends
+    plain = play(spec, [(t, 0) for t in tasks])  # in this process, without the store
+    by_game = {r.game_id: r for r in stored.records}
+    for record in plain:
+        assert by_game[record.game_id].trajectory.steps == record.trajectory.steps
+    third = tasks[2].game_id
+    cold = next(r for r in plain if r.game_id == third)
+    assert by_game[third].cached_prompt_tokens > cold.cached_prompt_tokens + 500

@@ -48,10 +48,11 @@ OMITTED = "[{n} earlier turns omitted]"
 TURN_END = "\n>"
 
 
-FEWSHOT_SETS = {"train": "fewshot_train.json", "heldout": "fewshot.json"}
+FEWSHOT_SETS = {"train": "fewshot_train.json.xz", "heldout": "fewshot.json.xz"}
 """The few-shot example sets, two expert demonstrations per task type: ``train`` (ALFWorld train games, the set
 every committed result used; its 12 games are left out of SFT data) and ``heldout`` (generated games on floor
-plans no ALFWorld split uses, ``scripts/build_fewshot.py``)."""
+plans no ALFWorld split uses, ``scripts/build_fewshot.py``). Stored xz-compressed, as the repository has a size
+budget."""
 SCIENCEWORLD_FEWSHOT = "fewshot_scienceworld.json.xz"
 """ScienceWorld's few-shot examples under either set name: up to two gold demonstrations per task, of train
 variations (``scripts/build_fewshot_scienceworld.py``; they are left out of SFT data as the ``train`` set's games

@@ -12,6 +12,7 @@ import json
 import multiprocessing as mp
 import os
 import random
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -129,22 +130,28 @@ def run_rollouts(spec: RolloutSpec, tasks: Sequence[TaskSpec], out_dir: Path, na
         speed_path = out_dir / "speed.json" if measure_speed and spec.policy == "llm" else None
         if speed_path is not None and speed_path.is_file():
             speed_path = None
-        with JsonlAppender(out_dir / EPISODES) as out, _progress(show_progress) as progress:
-            total = len(tasks) * len(ids)
-            bar = progress.add_task(name, total=total, completed=total - len(jobs))
-            for line in _records(spec, jobs, workers, executor, guard, speed_path):
-                out.append(line)
-                played += 1
-                progress.advance(bar)
-                if on_record:
-                    on_record(EpisodeRecord.model_validate_json(line))
+        prefixes = out_dir / PREFIXES
+        shutil.rmtree(prefixes, ignore_errors=True)  # a killed run's
+        try:
+            with JsonlAppender(out_dir / EPISODES) as out, _progress(show_progress) as progress:
+                total = len(tasks) * len(ids)
+                bar = progress.add_task(name, total=total, completed=total - len(jobs))
+                for line in _records(spec, jobs, workers, executor, guard, speed_path, prefixes):
+                    out.append(line)
+                    played += 1
+                    progress.advance(bar)
+                    if on_record:
+                        on_record(EpisodeRecord.model_validate_json(line))
+        finally:
+            shutil.rmtree(prefixes, ignore_errors=True)
     records, summary = write_summary(out_dir, spec, tasks, samples, name)
     return RunResult(out_dir=out_dir, records=records, summary=summary, played=played)
 
 
 def _records(spec: RolloutSpec, jobs: list[Job], workers: int, executor: str, guard: str | None,
-             speed_path: Path | None) -> Iterator[str]:
-    """Each played episode's record as a JSON line, from the executor asked for."""
+             speed_path: Path | None, prefixes: Path) -> Iterator[str]:
+    """Each played episode's record as a JSON line, from the executor asked for (local workers share the prefix
+    store ``prefixes``)."""
     if executor == "ray":
         from duomem.eval.ray_executor import ray_records
 
@@ -152,6 +159,7 @@ def _records(spec: RolloutSpec, jobs: list[Job], workers: int, executor: str, gu
         return
     if workers <= 1:
         player = Player(spec, guard)
+        share_prefixes(player, prefixes)
         try:
             _write_speed(player, speed_path)
             for record in player.play(jobs):
@@ -160,7 +168,7 @@ def _records(spec: RolloutSpec, jobs: list[Job], workers: int, executor: str, gu
             player.close()
         return
     pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_worker_init,
-                               initargs=(spec.model_dump_json(), guard))
+                               initargs=(spec.model_dump_json(), guard, str(prefixes)))
     try:
         if speed_path is not None:
             speed = pool.submit(_worker_speed).result()
@@ -197,13 +205,26 @@ def _exit_with(parent: int) -> None:
     os._exit(1)
 
 
-def _worker_init(spec_json: str, guard: str | None) -> None:
+PREFIXES = ".prefixes"
+"""The run folder's prefix store while it plays (see ``LlamaCppChatModel.share_prefixes``), removed after."""
+
+
+def share_prefixes(player: Player, directory: Path) -> None:
+    """Let the player's model share long prompts' evaluated states with the run's other workers (llama.cpp; not
+    for a batch, whose episodes take turns: each turn would be a long evaluation)."""
+    share = getattr(player.model, "share_prefixes", None)
+    if share is not None and player.spec.batch == 1:
+        share(directory)
+
+
+def _worker_init(spec_json: str, guard: str | None, prefixes: str) -> None:
     """Load the worker's player. A failure (say, a model file llama.cpp cannot read) is kept and raised by the
     worker's first job, so that it reaches the driver as its own one-line error. A worker ends within a second of
     its driver being killed (an orphan would go on playing its episode, whose record no one writes)."""
     threading.Thread(target=_exit_with, args=(os.getppid(),), daemon=True).start()
     try:
         _PLAYER.append(Player(RolloutSpec.model_validate_json(spec_json), guard))
+        share_prefixes(_PLAYER[0], Path(prefixes))
     except DuomemError as exc:
         _INIT_ERROR.append(exc)
 

@@ -22,6 +22,14 @@ SCORE_SEQUENCES = 64
 SCORE_BATCH_TOKENS = 256
 """Candidate tokens per decode of ``score`` (each returns a row of logits: 256 x vocab floats, 50 MB for SmolLM2)."""
 
+PREFIX_SHARE_TOKENS = 512
+"""A prompt that leaves this many tokens or more to evaluate is looked up in the shared prefix store first, and
+its evaluated state added to it after (an episode's first prompt: its two few-shot examples alone are 800-2,000
+tokens; later turns evaluate tens)."""
+PREFIX_STORE_BYTES = 1 << 30
+"""What the store's states may take on disk (one is about 50 MB for a 2,000-token prompt of SmolLM2-135M); the
+oldest go first, the newest always stays."""
+
 _PARAMS_LOCK = threading.RLock()
 """Held while llama-cpp-python's global defaults or its log callback are swapped for a load."""
 
@@ -168,6 +176,82 @@ class LlamaCppChatModel(Batching):
         self._eos = self._token_text(self._llm.token_eos())
         self._add_bos = meta.get("tokenizer.ggml.add_bos_token", "false") == "true"
         self._last_tokens: list[int] = []
+        self._prefixes: Path | None = None
+
+    def share_prefixes(self, directory: Path | None) -> None:
+        """Keep long prompts' evaluated states in ``directory`` and start from the longest one that a new prompt
+        extends (None: off). The worker processes of a run share one directory, so an episode's first prompt
+        (instructions and the type's few-shot examples) is evaluated once per run and type rather than once per
+        episode: the prompt's tokens and their positions are the same, so the cached cells are what evaluating
+        them again would give."""
+        self._prefixes = Path(directory) if directory is not None else None
+        if self._prefixes is not None:
+            self._prefixes.mkdir(parents=True, exist_ok=True)
+
+    def _resume_prefix(self, tokens: Sequence[int]) -> None:
+        """Before ``tokens`` are evaluated: if the store holds a state whose tokens ``tokens`` extend further than
+        the context's own, load it into sequence 0 (a failed load leaves an empty context: a cold start)."""
+        llm = self._llm
+        have = _common_prefix(llm.input_ids[:llm.n_tokens].tolist(), tokens)
+        if self._prefixes is None or len(tokens) - have < PREFIX_SHARE_TOKENS:
+            return
+        import numpy as np
+
+        best, longest = None, have + PREFIX_SHARE_TOKENS // 2
+        for path in self._prefixes.glob("*.tokens"):
+            try:
+                stored = np.fromfile(path, dtype=np.int32)
+            except OSError:
+                continue
+            n = _common_prefix(stored.tolist(), tokens)
+            if n > longest:
+                best, longest = path.with_suffix(".state"), n
+        if best is None:
+            return
+        llm._ctx.kv_cache_clear()
+        llm.n_tokens, llm._requires_eval, self._last_tokens = 0, True, []
+        out = (self._lib.llama_token * llm.n_ctx())()
+        count = ctypes.c_size_t(0)
+        if self._lib.llama_state_seq_load_file(llm._ctx.ctx, str(best).encode(), 0, out, llm.n_ctx(),
+                                               ctypes.byref(count)) == 0:
+            llm._ctx.kv_cache_clear()
+            return
+        n = count.value
+        llm.input_ids[:n] = out[:n]
+        llm.n_tokens = n
+        self._last_tokens = list(out[:n])
+
+    def _keep_prefix(self, evaluated: int) -> None:
+        """After a call that evaluated ``evaluated`` tokens: a long evaluation's state goes into the store (the
+        state first, its tokens last, each renamed into place: a reader sees whole entries only)."""
+        if self._prefixes is None or evaluated < PREFIX_SHARE_TOKENS:
+            return
+        import hashlib
+
+        import numpy as np
+
+        llm = self._llm
+        tokens = np.asarray(llm.input_ids[:llm.n_tokens], dtype=np.int32)
+        name = self._prefixes / hashlib.sha256(tokens.tobytes()).hexdigest()[:20]
+        part = self._prefixes / f".{name.name}.{os.getpid()}"
+        ids = (self._lib.llama_token * len(tokens))(*tokens.tolist())
+        if self._lib.llama_state_seq_save_file(llm._ctx.ctx, str(part).encode(), 0, ids, len(tokens)) == 0:
+            part.unlink(missing_ok=True)
+            return
+        os.replace(part, name.with_suffix(".state"))
+        tokens.tofile(part)
+        os.replace(part, name.with_suffix(".tokens"))
+        sizes = {}
+        for entry in self._prefixes.glob("*.tokens"):
+            with contextlib.suppress(OSError):  # another worker's eviction
+                sizes[entry] = (entry.stat().st_mtime, entry.with_suffix(".state").stat().st_size)
+        total = sum(size for _, size in sizes.values())
+        for old in sorted(sizes, key=lambda e: sizes[e][0])[:-1]:
+            if total <= PREFIX_STORE_BYTES:
+                break
+            old.unlink(missing_ok=True)
+            old.with_suffix(".state").unlink(missing_ok=True)
+            total -= sizes[old][1]
 
     def _token_text(self, token: int) -> str:
         if token < 0:
@@ -215,6 +299,7 @@ class LlamaCppChatModel(Batching):
         if len(tokens) + max_tokens > self.context_length:
             raise ModelError(f"prompt of {len(tokens)} tokens + {max_tokens} new ones exceeds the context of "
                              f"{self.context_length}; lower the history budget")
+        self._resume_prefix(tokens)
         cached = _common_prefix(self._last_tokens, tokens)
         start = time.perf_counter()
         out = self._llm.create_completion(prompt=tokens, max_tokens=max_tokens, temperature=temperature,
@@ -225,6 +310,7 @@ class LlamaCppChatModel(Batching):
         choice = out["choices"][0]
         usage = out["usage"]
         self._last_tokens = tokens + self.tokenize(choice["text"])[int(self._add_bos):]
+        self._keep_prefix(len(tokens) - cached)
         return Completion(text=choice["text"], prompt_tokens=usage["prompt_tokens"],
                           completion_tokens=usage["completion_tokens"], seconds=seconds, cached_tokens=cached,
                           finish_reason=choice.get("finish_reason") or "stop")
@@ -248,6 +334,7 @@ class LlamaCppChatModel(Batching):
             raise ModelError(f"prompt of {len(prompt)} tokens + a candidate of {longest} exceeds the context of "
                              f"{self.context_length}; lower the history budget")
         llm = self._llm
+        self._resume_prefix(prompt)
         cached = _common_prefix(llm.input_ids[:llm.n_tokens].tolist(), prompt)
         keep = min(cached, max(len(prompt) - 2, 0))  # two tokens at least: see _score_candidates
         if not llm._ctx.kv_cache_seq_rm(-1, keep, -1):
@@ -257,6 +344,7 @@ class LlamaCppChatModel(Batching):
         llm.n_tokens = keep
         try:
             llm.eval(prompt[keep:])
+            self._keep_prefix(len(prompt) - keep)
             first = self._logit_rows(self._lib.llama_get_logits_ith(llm._ctx.ctx, -1), 1)
             evaluated = len(prompt) - keep + self._score_candidates(len(prompt), conts, first, out := [])
         finally:

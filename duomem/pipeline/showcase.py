@@ -71,7 +71,7 @@ def run_showcase(student: Student, out: Path, games: int, workers: int = 2, seed
         console.print(f"- {row}: {spec.model}" + (" + LoRA" if spec.adapter else "")
                       + (f" + memories (top {spec.top_k})" if spec.memory else ""))
         result = run_rollouts(spec, tasks, out / row, name=f"demo-{row}", workers=workers,
-                              show_progress=show_progress)
+                              show_progress=show_progress, measure_speed=False)
         summaries[row], results[row] = result.summary, outcomes(result.records)
         looped[row] = sum(r.loop_period is not None for r in result.records)
     paired = compare(results["student"], results["base"], seed=seed)
