@@ -179,6 +179,9 @@ class EvalConfig(_Strict):
     score_norm: ScoreNorm = RolloutSpec.model_fields["score_norm"].default
     """With ``action_selection: score``: the run spec's score norm."""
     max_steps: int = Field(RolloutSpec.model_fields["max_steps"].default, ge=1)
+    loop_limit: int | None = Field(RolloutSpec.model_fields["loop_limit"].default, ge=2)
+    """A student's episode ends, lost, at this many rounds of one word-for-word cycle of turns (the run spec's
+    ``loop_limit``; None: only ``max_steps`` ends it)."""
     workers: int = Field(2, ge=1)
     threads: int | None = Field(None, ge=1)
     backend: Literal["llamacpp", "transformers"] = "llamacpp"

@@ -122,8 +122,8 @@ class Pipeline:
         kw.setdefault("model", cfg.student.model)
         return RolloutSpec(policy="llm", shots=cfg.student.shots, fewshot=cfg.student.fewshot,
                            n_ctx=cfg.student.n_ctx,
-                           max_steps=cfg.eval.max_steps, seed=cfg.seed, threads=cfg.eval.threads,
-                           backend=backend, device=cfg.eval.device,
+                           max_steps=cfg.eval.max_steps, loop_limit=cfg.eval.loop_limit, seed=cfg.seed,
+                           threads=cfg.eval.threads, backend=backend, device=cfg.eval.device,
                            batch=cfg.eval.batch if backend == "transformers" else 1,
                            action_selection=cfg.eval.action_selection, score_norm=cfg.eval.score_norm,
                            unseen_types=cfg.lora.leave_out_types, **kw)
