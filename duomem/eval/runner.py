@@ -41,6 +41,8 @@ from duomem.eval.summary import summarize, summary_markdown
 from duomem.jsonl import JsonlAppender, atomic_write_json, atomic_write_text, read_jsonl
 
 EPISODES = "episodes.jsonl"
+PREFIXES = ".prefixes"
+"""The run folder's prefix store while it plays (see ``LlamaCppChatModel.share_prefixes``), removed after."""
 Executor = Literal["local", "ray"]
 EXECUTORS: tuple[str, ...] = get_args(Executor)
 
@@ -203,10 +205,6 @@ def _exit_with(parent: int) -> None:
     while os.getppid() == parent:
         time.sleep(1.0)
     os._exit(1)
-
-
-PREFIXES = ".prefixes"
-"""The run folder's prefix store while it plays (see ``LlamaCppChatModel.share_prefixes``), removed after."""
 
 
 def share_prefixes(player: Player, directory: Path) -> None:
