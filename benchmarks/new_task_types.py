@@ -137,6 +137,7 @@ def tune(types: list[str], variants: list[str], workers: int) -> None:
 def tuning_table(types: list[str]) -> tuple[dict, list[str]]:
     """The :data:`TUNE` variants played on valid_seen so far: per type, each variant's wins and its paired test
     against ``g``."""
+    from duomem.envs.alfworld_data import load_tasks
     from duomem.eval.runner import load_records
     from duomem.eval.stats import compare
     from duomem.eval.summary import pct_ci, summarize
@@ -149,9 +150,11 @@ def tuning_table(types: list[str]) -> tuple[dict, list[str]]:
              "| type | variant | episodes shown | memories (k) | won | success % | vs g |",
              "|---|---|---|---|---|---|---|"]
     for t in types:
-        found = {v: load_records(TUNING / t / v) for v in TUNE if jsonl_exists(TUNING / t / v / "episodes.jsonl")}
+        found = {v: recs for v in TUNE if jsonl_exists(TUNING / t / v / "episodes.jsonl")
+                 and (recs := load_records(TUNING / t / v))}
         if not found:
             continue
+        games = sum(task.task_type == t for task in load_tasks("valid_seen"))
         sums = {v: summarize(recs, v, "llm", STUDENT, "valid_seen") for v, recs in found.items()}
         out[t] = {}
         for v, summ in sums.items():
@@ -159,7 +162,9 @@ def tuning_table(types: list[str]) -> tuple[dict, list[str]]:
             out[t][v] = {"shots": TUNE[v][0], "top_k": TUNE[v][1], **{x: summ[x] for x in ROW_FIELDS if x in summ},
                          "vs_g": pair, "records": rel(TUNING / t / v)}
             vs = f"{pair['a_only']} / {pair['b_only']}, p = {pair['p_value']:.3f}" if pair else "-"
-            lines.append(f"| {t} | {v} | {TUNE[v][0]} | {TUNE[v][1]} | {summ['n_won']}/{summ['n_episodes']} | "
+            part = f" ({summ['n_episodes']} of {games} games)" if summ["n_episodes"] < games else ""
+            out[t][v]["complete"] = not part
+            lines.append(f"| {t} | {v} | {TUNE[v][0]} | {TUNE[v][1]} | {summ['n_won']}/{summ['n_episodes']}{part} | "
                          f"{pct_ci(summ)} | {vs} |")
     return out, lines if out else []
 
