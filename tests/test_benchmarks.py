@@ -46,3 +46,15 @@ def test_student_sizes_report_pairs_rows_of_one_backend(tmp_path: Path, monkeypa
     for r in committed:
         if r["complete"]:
             assert by[(r["student"], r["row"], r["actions"], r["backend"])]["summary"]["n_won"] == r["summary"]["n_won"]
+
+
+def test_new_task_choices_on_valid_seen_are_what_their_records_give(prepared: Path):
+    """The valid_seen choices of benchmarks/README section 16 (heat: the two episodes with the memories beside them
+    against one episode, or no memories) are recomputed from the committed records."""
+    import new_task_types
+
+    published = json.loads((BENCH / "results" / "new-task-types.json").read_text())["valid_seen"]
+    again, lines = new_task_types.tuning_table(list(published))
+    assert again == published and published["heat"].keys() == new_task_types.TUNE.keys()
+    assert all(v["complete"] for v in published["heat"].values())
+    assert any(line.startswith("| heat | g-k0 |") for line in lines)
