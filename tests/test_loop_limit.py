@@ -68,14 +68,15 @@ def test_four_times_ends_no_won_episode_of_the_committed_runs():
     assert base > 500 and cut_base > base / 2
 
 
-def test_the_prefix_store_changes_no_record(duomem_home: Path, smollm2: str, tmp_path: Path):
+@pytest.mark.parametrize("actions", ["free", pytest.param("score", marks=pytest.mark.slow)])
+def test_the_prefix_store_changes_no_record(duomem_home: Path, smollm2: str, tmp_path: Path, actions: str):
     """Games of pick, clean, pick in one llama.cpp worker: with the run's prefix store the third game starts from
     the first game's stored prompt (pick's examples, not evaluated again), and every record is the one played
-    without the store."""
+    without the store, generated or scored."""
     generate_tasks(tmp_path / "gen", n=3, seed=5, task_types=["pick", "clean"], show_progress=False)
     tasks = load_tasks("train", tmp_path / "gen")
     assert [t.task_type for t in tasks] == ["pick", "clean", "pick"]
-    spec = RolloutSpec(model=smollm2, max_steps=3, max_new_tokens=48)
+    spec = RolloutSpec(model=smollm2, max_steps=3, max_new_tokens=48, action_selection=actions)
     stored = run_rollouts(spec, tasks, tmp_path / "store", "store", show_progress=False, measure_speed=False)
     assert not (tmp_path / "store" / ".prefixes").exists()  # removed when the run ends
     plain = play(spec, [(t, 0) for t in tasks])  # in this process, without the store
