@@ -191,9 +191,11 @@ class LlamaCppChatModel(Batching):
     def _resume_prefix(self, tokens: Sequence[int]) -> None:
         """Before ``tokens`` are evaluated: if the store holds a state whose tokens ``tokens`` extend further than
         the context's own, load it into sequence 0 (a failed load leaves an empty context: a cold start)."""
+        if self._prefixes is None:
+            return
         llm = self._llm
         have = _common_prefix(llm.input_ids[:llm.n_tokens].tolist(), tokens)
-        if self._prefixes is None or len(tokens) - have < PREFIX_SHARE_TOKENS:
+        if len(tokens) - have < PREFIX_SHARE_TOKENS:
             return
         import numpy as np
 
