@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The student-size benchmark on the lent GPU machine (benchmarks/students.py; benchmarks/README section 14).
 # Work runs in the background (setsid: it outlives the call) while short calls move the model and watch:
-#   setup STUDENT ROW...  call once per folder `students.py stage` wrote (.carry/s0 ... sN, e0, e1), with
-#                         `carry: [".carry/sK"]`: each is stashed in /root/stage; once all are there the model is
-#                         joined and checked, and the wheels, the packages without wheels, duomem, the SFT sets of
-#                         ROW..., the ALFWorld archives and the query-embedding cache are installed
+#   setup STUDENT ROW...  call once per folder `students.py stage` wrote (.carry/STUDENT/s0 ... sN, .carry/e0, e1),
+#                         with `carry: [".carry/STUDENT/sK"]`: each is stashed in /root/stage (the student's parts in
+#                         /root/stage/STUDENT); once all are there the model is joined and checked, and the wheels,
+#                         the packages without wheels, duomem, the SFT sets of ROW..., the ALFWorld archives and the
+#                         query-embedding cache are installed. A second student set up later needs only its s folders
 #   train STUDENT ROW...  train the rows' LoRAs one after another (PARALLEL=N: N side by side; a 135M training
 #                         peaked at 55 GB once, so two can run out of an 80 GB card's memory), the rest queued;
 #                         logs in /root/logs; EPOCHS=N: not the student's own
@@ -36,20 +37,23 @@ background() { (cd $R/benchmarks && PYTHONPATH=$R setsid nohup "$@" < /dev/null 
 case $verb in
 setup)
   student=$1; shift
-  for d in .carry/s* .carry/e*; do [ -d "$d" ] && cp -r "$d"/. $S/; done
-  [ -f $S/*.parts.json ] && [ -d $S/wheels ] && [ -d $S/embeddings ] && [ -d $S/site ] || { ls $S; exit 0; }  # stashed
+  P=$S/$student; mkdir -p $P
+  for d in .carry/$student/s*; do [ -d "$d" ] && cp -r "$d"/. $P/; done
+  for d in .carry/e*; do [ -d "$d" ] && cp -r "$d"/. $S/; done
+  [ -f $P/*.parts.json ] && [ -d $P/wheels ] && [ -d $S/wheels ] && [ -d $S/embeddings ] && [ -d $S/site ] \
+    || { ls $S $P; exit 0; }  # stashed
   t0=$(date +%s)
-  python scripts/parts.py join $S --out $S/model.gguf || exit 1
-  python -m pip install -q --no-index --no-deps $S/wheels/*.whl || exit 1
+  python scripts/parts.py join $P --out $P/model.gguf || exit 1
+  python -m pip install -q --no-index --no-deps $S/wheels/*.whl $P/wheels/*.whl || exit 1
   cp -r $S/site/. "$(python -c 'import site; print(site.getsitepackages()[0])')"/ || exit 1
   python -m pip install -q --no-deps --no-build-isolation -e . || exit 1
   home=$(python -c "from duomem import settings; print(settings.duomem_home())")
   mkdir -p $home/models $home/cache/embeddings && cp $S/embeddings/* $home/cache/embeddings/
   sha=$(python -c "from duomem.llm.registry import PACKAGED; print(PACKAGED['$student'].sha256)")
-  mv $S/model.gguf $home/models/$student.gguf && printf %s "$sha" > $home/models/$student.sha256
+  mv $P/model.gguf $home/models/$student.gguf && printf %s "$sha" > $home/models/$student.sha256
   for row in "$@"; do
     d=runs/students/$student/sft/$row; mkdir -p $d
-    gunzip -c $S/$row.jsonl.gz > $d/train.jsonl && cp $S/$row.dataset.json $d/dataset.json
+    gunzip -c $P/$row.jsonl.gz > $d/train.jsonl && cp $P/$row.dataset.json $d/dataset.json
   done
   [ -d $S/banks ] && mkdir -p runs/new-task-types && cp -r $S/banks runs/new-task-types/  # new_task_types.py's
   duomem data prepare --source $S --splits valid_seen,valid_unseen --verify none || exit 1

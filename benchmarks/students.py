@@ -2,7 +2,7 @@
 
 Usage:
   python benchmarks/students.py sft --student qwen2.5-coder-0.5b                 # here: one SFT set per trained row
-  python benchmarks/students.py stage --student qwen2.5-coder-0.5b               # here: .carry/s0..sN for the GPU
+  python benchmarks/students.py stage --student qwen2.5-coder-0.5b               # here: .carry/<student>/s0..sN for the GPU
   bash benchmarks/gpu_students.sh qwen2.5-coder-0.5b lora duomem                 # there, after the parts: train
   python benchmarks/students.py eval --student qwen2.5-coder-0.5b --rows nomem,teacher_memory [--workers 2]
   python benchmarks/students.py report                                            # results/students.{json,md}
@@ -199,9 +199,10 @@ def stage_play(archives: Path | None = None) -> list[Path]:
 
 
 def stage(student: str, wheels: Path | None, rows: list[str]) -> list[Path]:
-    """Folders ``.carry/s0`` ... for the GPU machine, one per call (each carried with the working tree within the
-    64 MiB a call takes): the student's GGUF in checked parts (scripts/parts.py), then the wheels the machine lacks
-    and the rows' SFT sets (gzipped) with the last part."""
+    """Folders ``.carry/<student>/s0`` ... for the GPU machine, one per call (each carried with the working tree
+    within the 64 MiB a call takes): the student's GGUF in checked parts (scripts/parts.py), then the wheels the
+    machine lacks and the rows' SFT sets (gzipped) with the last part. Each student has a folder of its own, so two
+    students can be staged and set up on one machine."""
     import gzip
     import shutil
 
@@ -216,7 +217,7 @@ def stage(student: str, wheels: Path | None, rows: list[str]) -> list[Path]:
         capture_output=True, text=True, check=True).stdout.splitlines())
     room = 64 * 2**20 - tree - 3 * 2**20
     extra = sum(f.stat().st_size for f in wheels.glob("*.whl")) + 3 * 2**20
-    carry = ROOT / ".carry"
+    carry = ROOT / ".carry" / student
     for old in carry.glob("s[0-9]*"):  # an earlier staging
         shutil.rmtree(old)
     tmp = carry / "parts"
