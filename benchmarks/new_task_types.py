@@ -117,6 +117,19 @@ def bank_update(task_type: str) -> Path:
     return out
 
 
+def play_command(task_type: str, adapter: Path, split: str, shots: int, top_k: int, examples: str, out: Path,
+                 name: str) -> list[str]:
+    """The ``duomem eval`` command (less its executor) that plays ``split``'s games of the held-out ``task_type``
+    as a new kind of task: ``shots`` solved examples (``examples``: ``fixed`` ones of pick, or ``bank``: the type's
+    episodes from the bank update) and ``top_k`` memories (the update's bank with ``bank`` examples, else the
+    shipped one)."""
+    cmd = ["duomem", "eval", "--model", STUDENT, "--adapter", rel(adapter), "--shots", str(shots), "--split", split,
+           "--task-types", task_type, "--unseen-types", task_type, "--out", rel(out), "--name", name, "--no-progress"]
+    if examples == "bank":
+        return [*cmd, "--memory", rel(bank_update(task_type)), "--top-k", str(top_k), "--examples", "bank"]
+    return [*cmd, "--memory", rel(BANK), "--top-k", str(top_k)] if top_k else cmd
+
+
 def tune(types: list[str], variants: list[str], workers: int) -> None:
     """Play the :data:`TUNE` variants on valid_seen's games of each held-out type (llama.cpp, ``workers`` games at
     a time; resumable)."""
@@ -126,10 +139,8 @@ def tune(types: list[str], variants: list[str], workers: int) -> None:
             raise SystemExit(f"error: {adapter} is missing: train {row_name('duomem', t)} first (see the usage)")
         for v in variants:
             shots, top_k = TUNE[v]
-            cmd = ["duomem", "eval", "--model", STUDENT, "--adapter", rel(adapter), "--shots", str(shots),
-                   "--split", "valid_seen", "--task-types", t, "--unseen-types", t, "--memory", rel(bank_update(t)),
-                   "--top-k", str(top_k), "--examples", "bank", "--out", rel(TUNING / t / v), "--name",
-                   f"{v}-no-{t}-valid_seen", "--no-progress", "--workers", str(workers)]
+            cmd = [*play_command(t, adapter, "valid_seen", shots, top_k, "bank", TUNING / t / v,
+                                 f"{v}-no-{t}-valid_seen"), "--workers", str(workers)]
             print(" ".join(cmd), flush=True)
             subprocess.run(cmd, check=True, cwd=ROOT)
 
@@ -187,18 +198,12 @@ def evaluate(types: list[str], rows: list[str], workers: int, backend: str = "ll
                 adapter = adapter / "adapter.gguf"              # transformers the peft folder
             if not adapter.exists():
                 raise SystemExit(f"error: {adapter} is missing: train {row_name(recipe, t)} first (see the usage)")
-            out = records(t, row, backend, runs)
-            cmd = ["duomem", "eval", "--model", STUDENT, "--adapter", rel(adapter), "--shots",
-                   str(STUDENTS[STUDENT]["lora_shots"]), "--split", "valid_unseen", "--task-types", t,
-                   "--unseen-types", t, "--out", rel(out), "--name", f"{row}-no-{t}", "--no-progress"]
+            cmd = play_command(t, adapter, "valid_unseen", STUDENTS[STUDENT]["lora_shots"], top_k, examples,
+                               records(t, row, backend, runs), f"{row}-no-{t}")
             if backend == "llamacpp":
                 cmd += ["--workers", str(workers)]
             else:
                 cmd += ["--backend", backend, "--device", "cuda", "--batch", "64"]
-            if examples == "bank":
-                cmd += ["--memory", rel(bank_update(t)), "--top-k", str(top_k), "--examples", "bank"]
-            elif top_k:
-                cmd += ["--memory", rel(BANK), "--top-k", str(top_k)]
             print(" ".join(cmd), flush=True)
             if backend == "llamacpp":
                 subprocess.run(cmd, check=True, cwd=ROOT)
