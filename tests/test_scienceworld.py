@@ -452,3 +452,40 @@ def test_smollm2_plays_a_scienceworld_dev_episode(needs_scienceworld, smollm2, t
     assert record["trajectory"]["initial_observation"].endswith(record["trajectory"]["goal"])
     assert seen and all(m[0] == {"role": "system", "content": SCIENCEWORLD_INSTRUCTIONS} for m in seen)
     assert transcript(fewshot_examples("train", "scienceworld")[SHORT[0]][0]) in seen[0][1]["content"]
+
+
+BOIL_GOLD = ["open door to kitchen", "go to kitchen", "look around", "pick up thermometer", "open cupboard",
+             "pick up metal pot", "look around", "focus on marshmallow", "move marshmallow to metal pot",
+             "pick up metal pot", "move metal pot to stove", "activate stove", "pick up metal pot",
+             "open door to outside", "go to outside", "open door to foundry", "go to foundry", "open blast furnace",
+             "move metal pot to blast furnace", "activate blast furnace", "examine marshmallow",
+             "use thermometer in inventory on liquid marshmallow", "examine liquid marshmallow",
+             "use thermometer in inventory on liquid marshmallow", "wait1", "wait1"]
+"""A gold path of ``boil`` (a train variation's, as the gold teacher played it), shortened at its end."""
+
+
+def test_plan_writer_turns_a_gold_path_into_one_step_per_room(needs_scienceworld):
+    """The deterministic (``plan``) writer of ScienceWorld memories: per room, how to get there and what is done
+    there in order; looking left out, a repeated command counted. Checked on a real gold episode and on a longer
+    gold path."""
+    from duomem.agent.trajectory import Step, Trajectory
+    from duomem.eval.player import play
+    from duomem.eval.spec import RolloutSpec
+    from duomem.memory.writer import PlanWriter
+
+    (record,) = play(RolloutSpec(policy="expert"), [(spec(*SHORT), 0)])
+    memory = PlanWriter("both").write(record.trajectory)
+    assert memory.script == "1. Go to the outside (open the doors on the way).\n2. In the outside: focus on crocodile."
+    assert memory.actions == record.trajectory.actions and memory.writer == "plan"
+
+    boil = Trajectory(game_id="scienceworld/boil/0", split="train", task_type="boil", goal="Your task is to boil "
+                      "marshmallow.", initial_observation="", policy="expert", source="scienceworld", won=True,
+                      steps=[Step(kind="action", text=a, observation="") for a in BOIL_GOLD])
+    assert PlanWriter("both").write(boil).script.splitlines() == [
+        "1. Go to the kitchen (open the doors on the way).",
+        "2. In the kitchen: pick up thermometer, open cupboard, pick up metal pot, focus on marshmallow, move "
+        "marshmallow to metal pot, pick up metal pot, move metal pot to stove, activate stove, pick up metal pot.",
+        "3. Go to the foundry through the outside (open the doors on the way).",
+        "4. In the foundry: open blast furnace, move metal pot to blast furnace, activate blast furnace, use "
+        "thermometer in inventory on liquid marshmallow (2 times), wait (2 times).",
+    ]

@@ -14,6 +14,7 @@ import hashlib
 import re
 
 from duomem.agent.trajectory import Trajectory
+from duomem.envs.pool import SCIENCEWORLD
 from duomem.llm.base import ChatModel
 from duomem.memory.abstract import parse_action, type_of
 from duomem.memory.entry import MemoryEntry, MemoryFormat, generalise_names
@@ -212,6 +213,54 @@ def plan_script(traj: Trajectory) -> str:
     return "\n".join(f"{i + 1}. {s}" for i, s in enumerate(steps))
 
 
+_SW_SILENT = ("look around", "inventory", "look at ", "examine ")
+"""ScienceWorld commands that only look: left out of a plan (the reference actions keep them)."""
+
+
+def _sw_collapse(actions: list[str]) -> list[str]:
+    """A command repeated at once as one, with its count (``wait (3 times)``); ``wait1`` reads ``wait``."""
+    out: list[tuple[str, int]] = []
+    for action in ("wait" if a == "wait1" else a for a in actions):
+        if out and out[-1][0] == action:
+            out[-1] = (action, out[-1][1] + 1)
+        else:
+            out.append((action, 1))
+    return [f"{a} ({n} times)" if n > 1 else a for a, n in out]
+
+
+def scienceworld_plan_script(traj: Trajectory) -> str:
+    """A ScienceWorld demonstration's plan as numbered steps, one per room it acts in: how to get there (the rooms
+    passed through, doors opened on the way), then what it does there, in order (looking left out, a repeated
+    command counted). Deterministic; the gold teacher has no words of its own."""
+    steps: list[str] = []
+    route: list[str] = []
+    doors = False
+    acts: list[str] = []
+
+    def flush() -> None:
+        nonlocal doors
+        if route:
+            via = f" through the {', the '.join(route[:-1])}" if len(route) > 1 else ""
+            steps.append(f"Go to the {route[-1]}{via}{' (open the doors on the way)' if doors else ''}.")
+        if acts:
+            steps.append(f"In the {route[-1] if route else 'room you start in'}: {', '.join(_sw_collapse(acts))}.")
+        route.clear()
+        acts.clear()
+        doors = False
+
+    for action in traj.actions:
+        if action.startswith(("go to ", "teleport to ")):
+            if acts:
+                flush()
+            route.append(action.split(" to ", 1)[1])
+        elif action.startswith("open door to "):
+            doors = True
+        elif not action.startswith(_SW_SILENT):
+            acts.append(action)
+    flush()
+    return "\n".join(f"{i + 1}. {s}" for i, s in enumerate(steps))
+
+
 PLAN_WRITER = "plan"
 
 
@@ -228,4 +277,8 @@ class PlanWriter:
         return self.write_many([traj])[0]
 
     def write_many(self, trajs: list[Trajectory]) -> list[MemoryEntry]:
-        return [_entry(t, plan_script(t) if self.fmt != "trajectory" else "", self.fmt, PLAN_WRITER) for t in trajs]
+        return [_entry(t, self._script(t) if self.fmt != "trajectory" else "", self.fmt, PLAN_WRITER) for t in trajs]
+
+    @staticmethod
+    def _script(traj: Trajectory) -> str:
+        return scienceworld_plan_script(traj) if traj.source == SCIENCEWORLD else plan_script(traj)
