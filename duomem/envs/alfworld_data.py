@@ -333,7 +333,8 @@ def load_tasks(split: str, task_root: Path | None = None) -> list[TaskSpec]:
     path = root / "index" / f"{split}.jsonl"
     if not path.is_file():
         available = sorted(p.stem for p in (root / "index").glob("*.jsonl"))
-        hint = f"available: {', '.join(available)}" if available else "run `duomem data prepare` first"
+        prepare = "duomem data prepare" + (" --env scienceworld" if root.name == "scienceworld" else "")
+        hint = f"available: {', '.join(available)}" if available else f"run `{prepare}` first"
         raise DataError(f"split {split!r} is not prepared in {root} ({hint})")
     rows = [TaskSpec.model_validate_json(line) for line in path.read_text().splitlines() if line.strip()]
     missing = [r.game_file for r in rows if r.source != "scienceworld" and not Path(r.game_file).is_file()]

@@ -51,6 +51,13 @@ def outcomes(records: Sequence[EpisodeRecord]) -> dict[str, bool]:
     return {r.game_id if r.sample == 0 else f"{r.game_id}#{r.sample}": r.won for r in records}
 
 
+def scores(records: Sequence[EpisodeRecord]) -> dict[str, float]:
+    """Each scored episode's score (0-100; a failed task's negative score as 0), keyed as :func:`outcomes`: what
+    paired score comparisons read."""
+    return {r.game_id if r.sample == 0 else f"{r.game_id}#{r.sample}": max(0.0, r.score)
+            for r in records if r.score is not None}
+
+
 def rate(won: int, n: int) -> dict:
     """``{"n", "n_won", "success_rate", "success_ci95"}``: a success rate with its 95% Wilson interval."""
     return {"n": n, "n_won": won, "success_rate": won / n if n else 0.0, "success_ci95": list(wilson(won, n))}
@@ -92,7 +99,8 @@ def summarize(records: Sequence[EpisodeRecord], name: str, policy: str, model: s
     """``{"name", "policy", "model", "split", "n_episodes", "success_rate", "success_ci95", "per_type",
     "mean_steps", "invalid_action_rate", "wall_s_per_episode", "peak_rss_mb"}`` plus details; ``per_type`` gives
     each task type's :func:`rate`, ``outcomes`` each game's result. Where records have a score (ScienceWorld):
-    ``mean_score`` and ``mean_score_ci95`` (see :func:`score`, also in each ``per_type`` entry) and ``per_topic``."""
+    ``mean_score`` and ``mean_score_ci95`` (see :func:`score`, also in each ``per_type`` entry), ``per_topic`` and
+    ``scores`` (each game's)."""
     n = len(records)
     per_type = {}
     for t in task_types(records):
@@ -137,6 +145,7 @@ def summarize(records: Sequence[EpisodeRecord], name: str, policy: str, model: s
     if any(r.score is not None for r in records):
         summary.update(score(records))
         summary["per_topic"] = per_topic(records)
+        summary["scores"] = scores(records)
     summary.update(extra or {})
     speed = summary.get("speed") or {}
     if speed.get("prompt_tokens_per_s") and speed.get("decode_tokens_per_s") and llm_s:
@@ -170,7 +179,7 @@ def pct_ci(entry: dict | None) -> str:
     return f"{pct(entry['success_rate'])} [{pct(low)}, {pct(high)}]"
 
 
-def _score_ci(entry: dict) -> str:
+def score_ci(entry: dict) -> str:
     """``87.5 [75.0, 100.0]``: a mean score and its interval ("-" for none)."""
     if entry.get("mean_score") is None:
         return "-"
@@ -195,14 +204,14 @@ def summary_markdown(summary: dict) -> str:
              f"policy `{summary['policy']}`, model `{summary['model']}`, split `{summary['split']}`, "
              f"{summary['n_episodes']} episodes", "", head, sep, row]
     if summary.get("mean_score") is not None:
-        lines += ["", f"Mean score (0-100, a failed task counts 0): {_score_ci(summary)} (95% bootstrap interval)."]
+        lines += ["", f"Mean score (0-100, a failed task counts 0): {score_ci(summary)} (95% bootstrap interval)."]
     if others:
         lines += ["", "| task type | n | success % [95% CI] | mean score [95% CI] |", "|---|---|---|---|"]
-        lines += [f"| {t} | {e['n']} | {pct_ci(e)} | {_score_ci(e)} |"
+        lines += [f"| {t} | {e['n']} | {pct_ci(e)} | {score_ci(e)} |"
                   for t, e in summary["per_type"].items() if t in others]
     if summary.get("per_topic"):
         lines += ["", "| topic | n | success % [95% CI] | mean score [95% CI] |", "|---|---|---|---|"]
-        lines += [f"| {t} | {e['n']} | {pct_ci(e)} | {_score_ci(e)} |" for t, e in summary["per_topic"].items()]
+        lines += [f"| {t} | {e['n']} | {pct_ci(e)} | {score_ci(e)} |" for t, e in summary["per_topic"].items()]
     speed = summary.get("speed")
     if speed:
         prefill = (f"prefill {speed['prompt_tokens_per_s']:.1f} tokens/s at {speed['prompt_tokens']} tokens"

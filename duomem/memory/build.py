@@ -24,7 +24,7 @@ from duomem.llm.base import ChatModel
 from duomem.memory.bank import MANIFEST, MEMORIES, MemoryBank, bank_size_bytes
 from duomem.memory.embed import DEFAULT_EMBEDDER, load_embedder, neural_retrieval_available
 from duomem.memory.entry import MEMORY_FORMATS, MemoryEntry, MemoryFormat
-from duomem.memory.writer import PLAN_WRITER, WRITER_PROMPT_VERSION, MemoryWriter, PlanWriter, memory_id
+from duomem.memory.writer import PLAN_WRITER, MemoryWriter, PlanWriter, memory_id, writer_prompt_version
 
 WRITTEN = "written.jsonl"
 CopyPolicy = Literal["strip", "reject"]
@@ -144,7 +144,8 @@ def build_bank(trajectories: Path, out: Path, writer: ChatModel | str | None, fm
     return MemoryBank.create(out, entries, emb, fmt, extra={
         "source_file": str(trajectories), "include_failures": include_failures, "per_game": per_game,
         "copy_policy": copy_policy, **({"transcripts": True} if transcripts else {}),
-        "writer_prompt": WRITER_PROMPT_VERSION if writer is not None and not isinstance(writer, str) else None,
+        "writer_prompt": ", ".join(sorted({writer_prompt_version(t.source) for t in selected}))
+        if writer is not None and not isinstance(writer, str) else None,
         "writer_copies": {"memories": len(copies), "lines_removed": sum(e.copied_lines for e in copies),
                           "rejected": len(rejected)}})
 

@@ -41,8 +41,32 @@ What the robot did (command, then what the game answered):
 Write only the numbered steps."""
 
 FAILURE_HINT = " The robot failed: also say what it should have done differently."
+
+SCIENCEWORLD_WRITER_SYSTEM = (
+    "You write procedural memories for an agent that does science tasks in a text game set in the rooms of a house "
+    "and its surroundings. A memory explains how a kind of task is solved, so that the agent can solve similar "
+    "tasks with other substances, organisms or objects.")
+SCIENCEWORLD_WRITER_GUIDE = (
+    "Write a memory that helps the agent solve tasks of this kind with other things, which may be elsewhere.",
+    "Write 3 to 6 numbered steps, one short line each. Together the steps say:",
+    "- which rooms to go to and what to find or pick up there;",
+    "- which commands to use, in order, and what to focus on (focusing on the wrong thing ends the task);",
+    "- what shows that the task is done.",
+)
+SCIENCEWORLD_WRITER_PROMPT = WRITER_PROMPT.replace("\n".join(WRITER_GUIDE), "\n".join(SCIENCEWORLD_WRITER_GUIDE)) \
+    .replace("What the robot did", "What the agent did")
+SCIENCEWORLD_FAILURE_HINT = " The agent failed: also say what it should have done differently."
+
 WRITER_PROMPT_VERSION = hashlib.sha256((WRITER_SYSTEM + WRITER_PROMPT + FAILURE_HINT).encode()).hexdigest()[:12]
-"""Changes whenever the writer prompt does: put it in the key of anything cached that an LLM writer made."""
+"""Changes whenever ALFWorld's writer prompt does: put it in the key of anything cached that an LLM writer made
+(:func:`writer_prompt_version` gives each environment's)."""
+SCIENCEWORLD_WRITER_PROMPT_VERSION = hashlib.sha256(
+    (SCIENCEWORLD_WRITER_SYSTEM + SCIENCEWORLD_WRITER_PROMPT + SCIENCEWORLD_FAILURE_HINT).encode()).hexdigest()[:12]
+
+
+def writer_prompt_version(source: str = "alfworld") -> str:
+    """The writer prompt's version for episodes of ``source`` (a task's ``source``)."""
+    return SCIENCEWORLD_WRITER_PROMPT_VERSION if source == SCIENCEWORLD else WRITER_PROMPT_VERSION
 MAX_STEPS_SHOWN = 30
 MAX_OBS_CHARS = 100
 
@@ -73,6 +97,8 @@ def _object_of(traj: Trajectory) -> str:
 
 def prompt_sentences(traj: Trajectory | None = None) -> list[str]:
     """What a script must not repeat: the writer prompt's guidance for ``traj`` and the old example."""
+    if traj is not None and traj.source == SCIENCEWORLD:
+        return [*SCIENCEWORLD_WRITER_GUIDE, SCIENCEWORLD_FAILURE_HINT.strip()]
     obj = _object_of(traj) if traj is not None else "object"
     return [g.format(object=obj) for g in WRITER_GUIDE] + [FAILURE_HINT.strip(), *OLD_EXAMPLE_SENTENCES]
 
@@ -150,10 +176,15 @@ class MemoryWriter:
         self.max_new_tokens = max_new_tokens
 
     def _messages(self, traj: Trajectory) -> list:
-        prompt = WRITER_PROMPT.format(goal=traj.goal, outcome="success" if traj.won else "failure",
-                                      steps=trajectory_digest(traj), failure_hint="" if traj.won else FAILURE_HINT,
-                                      object=_object_of(traj))
-        return [{"role": "system", "content": WRITER_SYSTEM}, {"role": "user", "content": prompt}]
+        """The writer's conversation: ALFWorld's prompt, or ScienceWorld's for its episodes."""
+        sw = traj.source == SCIENCEWORLD
+        system, template = (SCIENCEWORLD_WRITER_SYSTEM, SCIENCEWORLD_WRITER_PROMPT) if sw else \
+            (WRITER_SYSTEM, WRITER_PROMPT)
+        hint = "" if traj.won else (SCIENCEWORLD_FAILURE_HINT if sw else FAILURE_HINT)
+        prompt = template.format(goal=traj.goal, outcome="success" if traj.won else "failure",
+                                 steps=trajectory_digest(traj), failure_hint=hint,
+                                 object="object" if sw else _object_of(traj))
+        return [{"role": "system", "content": system}, {"role": "user", "content": prompt}]
 
     def write_many(self, trajs: list[Trajectory]) -> list[MemoryEntry]:
         """One memory per trajectory; a backend with ``complete_batch`` writes them in one batch."""

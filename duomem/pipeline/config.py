@@ -119,9 +119,11 @@ class MemoryConfig(_Strict):
 
 
 class DataConfig(_Strict):
-    source: Literal["alfworld", "generated"] = "alfworld"
+    source: Literal["alfworld", "generated", "scienceworld"] = "alfworld"
+    """``scienceworld``: ScienceWorld's task lists (``duomem data prepare --env scienceworld``), splits train, dev
+    (choices) and test; per-topic tables with mean scores in the report."""
     tasks: str | None = None
-    """Folder of a task set with ``index/<split>.jsonl`` (default: the prepared ALFWorld sets)."""
+    """Folder of a task set with ``index/<split>.jsonl`` (default: the prepared ALFWorld sets, or ScienceWorld's)."""
     train_split: str = "train"
     train_games: int | None = Field(600, ge=1)
     """Train tasks the teacher plays (None: all)."""
@@ -138,6 +140,20 @@ class DataConfig(_Strict):
     """With ``source: generated``: how many train tasks to generate (see ``duomem data generate``)."""
     generate_test_n: int = Field(0, ge=0)
     """With ``source: generated``: a test split on held-out floor plans (evaluate with ``eval_split: test``)."""
+
+    @model_validator(mode="after")
+    def _scienceworld_splits(self) -> DataConfig:
+        if self.source == "scienceworld":
+            from duomem.envs.scienceworld_data import SPLITS
+
+            wrong = [f"{name}: {value}" for name in ("train_split", "eval_split", "tune_split")
+                     if (value := getattr(self, name)) not in SPLITS]
+            if wrong:
+                raise ValueError(f"ScienceWorld's splits are {', '.join(SPLITS)} ({'; '.join(wrong)}): set "
+                                 "train_split: train, eval_split: test, tune_split: dev")
+            if self.eval_source != "same":
+                raise ValueError("eval_source: alfworld does not go with source: scienceworld")
+        return self
 
 
 class LoraSettings(LoraConfig):
@@ -220,6 +236,9 @@ class PipelineConfig(_Strict):
     def _one_seed(self) -> PipelineConfig:
         if "seed" in self.lora.model_fields_set:
             raise ValueError("lora.seed is not a setting: the pipeline's seed (top level) seeds training too")
+        if self.data.source == "scienceworld" and self.lora.leave_out_types:
+            raise ValueError("lora.leave_out_types names ALFWorld's task types; ScienceWorld has no substitute "
+                             "examples for a left-out task")
         return self
 
     @property

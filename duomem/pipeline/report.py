@@ -14,7 +14,7 @@ from pathlib import Path
 from duomem.envs.base import TASK_TYPES
 from duomem.errors import DataError
 from duomem.eval.stats import compare, gap_closed, paired_bootstrap
-from duomem.eval.summary import interval, pct, pct_ci, summarize
+from duomem.eval.summary import interval, pct, pct_ci, score_ci, summarize
 from duomem.jsonl import atomic_write_json, atomic_write_text
 
 PAPER = {
@@ -22,6 +22,11 @@ PAPER = {
     "success_rate": {"nomem": 0.043, "own_memory": 0.55, "teacher_memory": 0.564, "lora_own_memory": 0.721,
                      "duomem": 0.779, "teacher": 0.871},
 }
+ANCHORS_SCIENCEWORLD = {
+    "source": "ETO (Song et al., 2024), ScienceWorld, Llama-2-7B fine-tuned on expert trajectories",
+    "mean_score": {"seen": 67.4, "unseen": 53.0},
+}
+"""Published anchors for a ScienceWorld report (average score 0-100; no row of the DuoMem paper's is on it)."""
 LABELS = {
     "nomem": "no memory",
     "own_memory": "own memory (MemP baseline)",
@@ -101,14 +106,30 @@ def paired(summaries: dict[str, dict]) -> list[dict]:
     for a, b in PAIRS:
         sa, sb = summaries.get(a), summaries.get(b)
         if sa and sb and sa.get("outcomes") and sb.get("outcomes"):
-            out.append({"a": a, "b": b, **compare(sa["outcomes"], sb["outcomes"], BOOTSTRAP["seed"],
-                                                  BOOTSTRAP["resamples"])})
+            pair = {"a": a, "b": b, **compare(sa["outcomes"], sb["outcomes"], BOOTSTRAP["seed"],
+                                              BOOTSTRAP["resamples"])}
+            if sa.get("scores") and sb.get("scores"):
+                pair.update(score_difference(sa["scores"], sb["scores"]))
+            out.append(pair)
     return out
+
+
+def score_difference(a: dict[str, float], b: dict[str, float]) -> dict:
+    """Mean score of A minus B (ScienceWorld's 0-100) on the games both played, with a paired bootstrap 95%
+    interval over games."""
+    games = sorted(set(a) & set(b))
+    if not games:
+        return {"score_difference": None, "score_difference_ci95": None}
+    columns = [[a[g] for g in games], [b[g] for g in games]]
+    ci = paired_bootstrap(columns, lambda means: means[0] - means[1], n_resamples=BOOTSTRAP["resamples"],
+                          seed=BOOTSTRAP["seed"])
+    diff = sum(columns[0]) / len(games) - sum(columns[1]) / len(games)
+    return {"score_difference": diff, "score_difference_ci95": list(ci) if ci else None}
 
 
 def _row(summary: dict) -> dict:
     """A report row: the summary without its per-game outcomes, every success rate with its 95% interval."""
-    row = {k: v for k, v in summary.items() if k != "outcomes"}
+    row = {k: v for k, v in summary.items() if k not in ("outcomes", "scores")}
     row["success_ci95"] = list(interval(summary))
     row["per_type"] = {t: {**e, "success_ci95": list(interval(e))} for t, e in summary["per_type"].items()}
     return row
@@ -122,8 +143,40 @@ def p_value(p: float) -> str:
     return "< 0.001" if p < 0.001 else f"{p:.3f}"
 
 
+def is_scienceworld(report: dict) -> bool:
+    """Whether the report's rows have scores (ScienceWorld's 0-100): topics, not ALFWorld's task types."""
+    return any(s.get("mean_score") is not None for s in report["configs"].values())
+
+
+def topic_markdown(report: dict) -> list[str]:
+    """ScienceWorld's tables: per row the success rate and the mean score (each with its 95% interval), then per
+    topic the same for each row, with the published anchors beside them."""
+    configs: dict[str, dict] = report["configs"]
+    partial = [n for n, s in configs.items() if not s.get("complete", True)]
+    anchors = ANCHORS_SCIENCEWORLD
+    lines = ["| configuration | n | success % [95% CI] | mean score [95% CI] | mean steps |", "|---|---|---|---|---|"]
+    for name, s in configs.items():
+        lines.append(f"| {label(name)}{'*' if name in partial else ''} | {s['n_episodes']} | {pct_ci(s)} | "
+                     f"{score_ci(s)} | {s['mean_steps']:.1f} |")
+    lines += ["", f"Mean score: 0-100 per episode (a failed task counts 0), 95% bootstrap interval over episodes; "
+                  f"success: score 100. Published anchor, not our measurement: {anchors['source']}, average score "
+                  f"{anchors['mean_score']['seen']} on seen and {anchors['mean_score']['unseen']} on unseen "
+                  "variations.", "", "Per topic: success % [95% CI] / mean score [95% CI].", ""]
+    topics = list(dict.fromkeys(t for s in configs.values() for t in s.get("per_topic", {})))
+    names = list(configs)
+    lines += ["| topic | n | " + " | ".join(label(n) for n in names) + " |", "|" + "---|" * (len(names) + 2)]
+    for t in topics:
+        n = max(s.get("per_topic", {}).get(t, {}).get("n", 0) for s in configs.values())
+        cells = [f"{pct_ci(e)} / {score_ci(e)}" if (e := configs[name].get("per_topic", {}).get(t)) else "-"
+                 for name in names]
+        lines.append(f"| {t} | {n} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def success_markdown(report: dict) -> list[str]:
-    """The success table (95% Wilson intervals) and the games per task type."""
+    """The success table (95% Wilson intervals) and the games per task type (ScienceWorld: :func:`topic_markdown`)."""
+    if is_scienceworld(report):
+        return topic_markdown(report)
     configs: dict[str, dict] = report["configs"]
     partial = [n for n, s in configs.items() if not s.get("complete", True)]
     types = [t for t in TASK_TYPES if any(t in s["per_type"] for s in configs.values())]
@@ -147,13 +200,20 @@ def paired_markdown(report: dict) -> list[str]:
     if not pairs:
         return ["No paired comparison: the rows' summaries carry no per-game outcomes (written by an older duomem) "
                 "or a pair's rows are missing; `duomem report` rebuilds a report from the episode records."]
+    scored = any("score_difference" in p for p in pairs)
     lines = ["| A | B | games | A won | B won | won by A only | won by B only | A - B, points [95% CI] | "
-             "exact McNemar p |", "|" + "---|" * 9]
+             "exact McNemar p |" + (" A - B, mean score [95% CI] |" if scored else ""),
+             "|" + "---|" * (10 if scored else 9)]
     for p in pairs:
         ci = p["difference_ci95"]
         diff = f"{_signed(p['difference'])} [{_signed(ci[0])}, {_signed(ci[1])}]" if ci else "-"
-        lines.append(f"| {label(p['a'])} | {label(p['b'])} | {p['n_games']} | {p['won_a']} | {p['won_b']} | "
-                     f"{p['a_only']} | {p['b_only']} | {diff} | {p_value(p['p_value'])} |")
+        line = (f"| {label(p['a'])} | {label(p['b'])} | {p['n_games']} | {p['won_a']} | {p['won_b']} | "
+                f"{p['a_only']} | {p['b_only']} | {diff} | {p_value(p['p_value'])} |")
+        if scored:
+            d, sci = p.get("score_difference"), p.get("score_difference_ci95")
+            line += (f" {d:+.1f}" + (f" [{sci[0]:+.1f}, {sci[1]:+.1f}]" if sci else "") + " |") if d is not None \
+                else " - |"
+        lines.append(line)
     lines += ["", "Each pair is compared on the games both rows played. The two-sided exact McNemar test uses only "
                   "the games one side wins and the other loses (a binomial test of that split against 50:50); the "
                   f"difference's interval is a paired bootstrap over games ({BOOTSTRAP['resamples']:,} resamples, "
@@ -276,26 +336,30 @@ def plot_per_type(report: dict, path: Path) -> None:
     configs = report["configs"]
     names = list(configs)
     colours = _colours(names)
-    types = [t for t in TASK_TYPES if any(t in s["per_type"] for s in configs.values())]
+    group = "per_topic" if is_scienceworld(report) else "per_type"
+    types = list(dict.fromkeys(t for s in configs.values() for t in s.get(group, {}))) if group == "per_topic" \
+        else [t for t in TASK_TYPES if any(t in s["per_type"] for s in configs.values())]
     fig, (ax, side) = plt.subplots(1, 2, figsize=(14, 5.6), width_ratios=[2.6, 1], dpi=DPI)
     width = 0.84 / max(1, len(names))
     x = np.arange(len(types))
     for i, name in enumerate(names):
-        heights, err = _whiskers([configs[name]["per_type"].get(t) for t in types])
+        heights, err = _whiskers([configs[name].get(group, {}).get(t) for t in types])
         ax.bar(x + (i - (len(names) - 1) / 2) * width, heights, width, yerr=err, capsize=1.5,
                error_kw={"elinewidth": 0.8, "ecolor": "0.25"}, color=colours[name], label=label(name))
     fullest = max(configs.values(), key=lambda s: s["n_episodes"])
-    ax.set_xticks(x, [f"{t}\n({fullest['per_type'].get(t, {}).get('n', 0)} games)" for t in types])
+    ax.set_xticks(x, [f"{t}\n({fullest.get(group, {}).get(t, {}).get('n', 0)} games)" for t in types],
+                  fontsize=8 if group == "per_topic" else None, rotation=30 if group == "per_topic" else 0)
     ax.set_ylabel("success % (whiskers: 95% Wilson interval)")
     ax.set_ylim(0, 105)
-    ax.set_title(f"success per task type ({report['eval']['split']})", fontsize=10)
+    ax.set_title(f"success per {'topic' if group == 'per_topic' else 'task type'} ({report['eval']['split']})",
+                 fontsize=10)
     ax.grid(axis="y", alpha=0.3)
     ax.set_axisbelow(True)
     y = np.arange(len(names))[::-1]
     heights, err = _whiskers([configs[n] for n in names])
     side.barh(y + 0.2, heights, 0.4, xerr=err, capsize=2, error_kw={"elinewidth": 0.8, "ecolor": "0.25"},
               color=[colours[n] for n in names])
-    paper = [paper_rate(n) for n in names]
+    paper = [None if group == "per_topic" else paper_rate(n) for n in names]  # the paper reports ALFWorld only
     paper_style = {"facecolor": "white", "edgecolor": "0.3", "hatch": "///"}
     side.barh([yy - 0.2 for yy, p in zip(y, paper, strict=True) if p is not None],
               [100 * p for p in paper if p is not None], 0.4, **paper_style)
@@ -437,7 +501,9 @@ def write_report_files(report: dict, out: Path) -> Path:
 def write_report(root: Path, cfg, summaries: dict[str, dict], k_sweep: dict[int, dict], chosen_k: int,
                  artifacts: dict, eval_games: int, planned: list[str] | None = None) -> Path:
     """The pipeline's report into ``root``; returns the Markdown path."""
-    teacher = "ALFWorld handcoded expert (oracle)" if cfg.teacher.policy == "expert" else cfg.teacher.model
+    oracle = "ScienceWorld gold paths (oracle)" if cfg.data.source == "scienceworld" else \
+        "ALFWorld handcoded expert (oracle)"
+    teacher = oracle if cfg.teacher.policy == "expert" else cfg.teacher.model
     report = build_report(
         cfg.name, cfg.student.model, teacher, summaries, k_sweep, chosen_k, artifacts,
         eval_info={"split": cfg.data.eval_split, "n_games": eval_games, "max_steps": cfg.eval.max_steps,

@@ -93,7 +93,13 @@ class Pipeline:
                 d, n=cfg.data.generate_n, test_n=cfg.data.generate_test_n, seed=cfg.seed,
                 workers=cfg.eval.workers, show_progress=self.show_progress))
             return result.path
-        return Path(cfg.data.tasks) if cfg.data.tasks else None
+        if cfg.data.tasks:
+            return Path(cfg.data.tasks)
+        if cfg.data.source == "scienceworld":
+            from duomem.envs.scienceworld_data import scienceworld_root
+
+            return scienceworld_root()
+        return None
 
     def _tasks(self, split: str, n: int | None) -> list[TaskSpec]:
         from duomem.envs.alfworld_data import load_tasks
@@ -171,11 +177,11 @@ class Pipeline:
         from duomem.memory.build import build_bank, load_trajectories
 
         cfg = self.cfg
-        from duomem.memory.writer import WRITER_PROMPT_VERSION
+        from duomem.memory.writer import writer_prompt_version
 
         inputs = {**cfg.memory.bank_fields(), "source": source.key, "file": file, "writer": writer,
                   "writer_backend": backend, "include_failures": include_failures, "seed": cfg.seed,
-                  "writer_prompt": WRITER_PROMPT_VERSION}
+                  "writer_prompt": writer_prompt_version(cfg.data.source)}
 
         def work(d: Path) -> dict:
             trajs = load_trajectories(source.path / file)
