@@ -234,3 +234,14 @@ def test_bank_and_collection_keys_come_from_the_settings(tmp_path: Path):
     for override in ("student.n_ctx=4096", "eval.action_selection=score", "student.fewshot=heldout", "seed=1"):
         assert collect_path([override]) != base, override
     assert collect_path(["eval.threads=1", "eval.workers=4"]) == base
+
+
+def test_scienceworld_config_and_its_split_check():
+    """The shipped ScienceWorld config loads (its own splits, the plan writer, the agent's turn limit left to the
+    environment); an ALFWorld split with ``source: scienceworld`` is one clear line."""
+    root = Path(__file__).resolve().parents[1]
+    cfg = load_config(root / "configs" / "scienceworld-smollm2-135m.yaml")
+    assert (cfg.data.source, cfg.data.eval_split, cfg.data.tune_split, cfg.teacher_writer) == \
+        ("scienceworld", "test", "dev", "plan")
+    with pytest.raises(ConfigError, match="ScienceWorld's splits are train, dev, test .*eval_split: valid_unseen"):
+        load_config(root / "configs" / "scienceworld-smollm2-135m.yaml", ["data.eval_split=valid_unseen"])

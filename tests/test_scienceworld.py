@@ -489,3 +489,51 @@ def test_plan_writer_turns_a_gold_path_into_one_step_per_room(needs_scienceworld
         "4. In the foundry: open blast furnace, move metal pot to blast furnace, activate blast furnace, use "
         "thermometer in inventory on liquid marshmallow (2 times), wait (2 times).",
     ]
+
+
+@pytest.mark.slow
+def test_the_pipeline_on_scienceworld(needs_scienceworld, needs_torch, smollm2, duomem_home, tmp_path, monkeypatch):
+    """`duomem run` with ``data.source: scienceworld`` at toy scale: the gold teacher's train episodes, its memories
+    by the plan writer (a step per room), the LoRAs on the gold demonstrations, the rows on test variations and a
+    report with per-topic tables, mean scores and paired mean-score differences; a rerun does no work."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    from duomem.cli.main import app
+
+    monkeypatch.setenv("DUOMEM_DATA", str(tmp_path / "data"))
+    done = CliRunner().invoke(app, ["data", "prepare", "--env", "scienceworld", "--splits", "train,test",
+                                    "--per-task", "2", "--task-names", ",".join(SHORT_TASKS[:2])])
+    assert done.exit_code == 0, done.output + repr(done.exception)
+    config = tmp_path / "sw.yaml"
+    config.write_text(f"""name: sw-ci
+output: {tmp_path / "run"}
+student: {{model: smollm2-135m, shots: 0}}
+teacher: {{policy: expert, samples_per_task: 1}}
+memory: {{teacher_writer: plan, top_k: 1, games: 2}}
+data: {{source: scienceworld, train_split: train, train_games: 2, eval_split: test, eval_games: 2, tune_split: dev}}
+lora: {{rank: 4, epochs: 1, max_steps: 1, batch_size: 1, max_length: 2048, device: cpu}}
+eval: {{max_steps: 2, workers: 1, k_sweep: [], configs: [teacher_memory, duomem, teacher]}}
+""")
+    cmd = [sys.executable, "-m", "duomem.cli", "run", str(config), "--no-progress"]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    rows = report["configs"]
+    assert set(rows) == {"teacher_memory", "duomem", "teacher"} and report["teacher"].startswith("ScienceWorld gold")
+    assert rows["teacher"]["mean_score"] == 100.0 and rows["teacher"]["n_won"] == 2
+    assert all(r["n_episodes"] == 2 and r["mean_score"] is not None and r["per_topic"] for r in rows.values())
+    (duo,) = [p for p in report["paired"] if (p["a"], p["b"]) == ("duomem", "teacher_memory")]
+    assert duo["n_games"] == 2 and duo["score_difference"] is not None
+    bank = report["artifacts"]["teacher_bank"]
+    memories = [json.loads(line) for line in (Path(bank["bank"]) / "memories.jsonl").read_text().splitlines()]
+    assert len(memories) == 2 and all(m["script"].startswith("1. Go to the ") for m in memories)
+    markdown = (tmp_path / "run" / "report.md").read_text()
+    assert "Per topic" in markdown and "mean score" in markdown
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert json.loads((tmp_path / "run" / "stages_executed.json").read_text()) == []
