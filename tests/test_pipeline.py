@@ -243,5 +243,5 @@ def test_scienceworld_config_and_its_split_check():
     cfg = load_config(root / "configs" / "scienceworld-smollm2-135m.yaml")
     assert (cfg.data.source, cfg.data.eval_split, cfg.data.tune_split, cfg.teacher_writer) == \
         ("scienceworld", "test", "dev", "plan")
-    with pytest.raises(ConfigError, match="ScienceWorld's splits are train, dev, test .*eval_split: valid_unseen"):
+    with pytest.raises(ConfigError, match=r"ScienceWorld's splits are train, dev, test .*eval_split: valid_unseen"):
         load_config(root / "configs" / "scienceworld-smollm2-135m.yaml", ["data.eval_split=valid_unseen"])

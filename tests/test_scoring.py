@@ -268,6 +268,33 @@ def test_constrained_output_is_a_command_or_a_thought(backend, game, request):
     assert out.text in odd, texts
 
 
+def test_grammar_is_a_radix_tree_of_exactly_the_commands(game):
+    """The GBNF command rule factors shared prefixes (a rule per branch point, not an alternative per command:
+    ScienceWorld lists thousands a turn) and its language is exactly the commands: a real game's, one the prefix
+    of another, and ones with quotes and backslashes."""
+    import json
+    import re
+
+    from duomem.llm.constrain import gbnf
+
+    commands = (*game["admissible1"], *game["admissible2"], "look", "look around", 'say "hi"', "path a\\b")
+    text = gbnf(Constraint(commands, False))
+    rules = dict(line.split(" ::= ", 1) for line in text.splitlines()[1:])
+    alternative = re.compile(r'"((?:[^"\\]|\\.)*)"(?: (c\d+))?')
+
+    def language(name: str) -> set[str]:
+        body = rules[name]
+        optional = body.startswith("(") and body.endswith(")?")
+        out = {""} if optional else set()
+        for literal, child in alternative.findall(body[1:-2] if optional else body):
+            head = json.loads(f'"{literal}"')
+            out |= {head + tail for tail in language(child)} if child else {head}
+        return out
+
+    assert language("command") == set(commands)
+    assert len(rules) - 1 < len(set(commands)) / 2 and rules["command"].count('"') < len(set(commands))
+
+
 # --- (e) free mode never plays another command --------------------------------------------------------------------
 def test_free_mode_fallback_never_changes_verb_or_object(game):
     from duomem.agent.parsing import _completes, normalise, parse_action

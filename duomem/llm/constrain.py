@@ -123,14 +123,46 @@ def _gbnf_literal(text: str) -> str:
     return f'"{escaped}"'
 
 
+def _radix_rules(commands: Iterable[str]) -> list[str]:
+    """GBNF rules ``command ::= ...`` (and ``c1``, ``c2``, ... below it) for exactly ``commands``, factored as a
+    radix tree: commands sharing a prefix share one rule for what follows it. The language is the flat
+    alternation's, so decoding under it is the same; llama.cpp advances one parse stack per branch of the current
+    node rather than one per command (ScienceWorld lists 400-3,400 commands a turn)."""
+    rules: dict[str, str] = {}
+
+    def node(name: str, group: list[str]) -> None:
+        by_first: dict[str, list[str]] = {}
+        for c in sorted(c for c in group if c):
+            by_first.setdefault(c[0], []).append(c)
+        alts = []
+        for members in by_first.values():
+            prefix = members[0]
+            for m in members[1:]:  # the branch's longest common prefix
+                while not m.startswith(prefix):
+                    prefix = prefix[:-1]
+            tails = [m[len(prefix):] for m in members]
+            if tails == [""]:
+                alts.append(_gbnf_literal(prefix))
+                continue
+            child = f"c{len(rules) + 1}"
+            rules[child] = ""  # numbered before its own children
+            alts.append(f"{_gbnf_literal(prefix)} {child}")
+            node(child, tails)
+        body = " | ".join(alts)
+        rules[name] = f"{name} ::= ({body})?" if "" in group else f"{name} ::= {body}"
+
+    node("command", list(dict.fromkeys(commands)))
+    return [rules.pop("command"), *rules.values()]
+
+
 def gbnf(constraint: Constraint) -> str:
-    """A GBNF grammar: exactly one of the commands, or ``think:`` and some free text without a newline; an
-    optional newline may end either (the agent's stop string)."""
+    """A GBNF grammar: exactly one of the commands (:func:`_radix_rules`), or ``think:`` and some free text without
+    a newline; an optional newline may end either (the agent's stop string)."""
     constraint_candidates(constraint)  # the emptiness check
     branches, rules = [], []
     if constraint.commands:
         branches.append("command")
-        rules.append("command ::= " + " | ".join(_gbnf_literal(c) for c in dict.fromkeys(constraint.commands)))
+        rules += _radix_rules(constraint.commands)
     if constraint.allow_think:
         branches.append("thought")
         rules.append(f"thought ::= {_gbnf_literal(THINK_PREFIX)} \" \"? [^\\n ] [^\\n]*")  # a thought says something
