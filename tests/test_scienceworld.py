@@ -525,7 +525,7 @@ eval: {{max_steps: 2, workers: 1, k_sweep: [], configs: [teacher_memory, duomem,
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     rows = report["configs"]
     assert set(rows) == {"teacher_memory", "duomem", "teacher"} and report["teacher"].startswith("ScienceWorld gold")
-    assert rows["teacher"]["mean_score"] == 100.0 and rows["teacher"]["n_won"] == 2
+    assert rows["teacher"]["mean_score"] == 50.0  # halfway along each 3-4 action gold path in the 2 turns allowed
     assert all(r["n_episodes"] == 2 and r["mean_score"] is not None and r["per_topic"] for r in rows.values())
     (duo,) = [p for p in report["paired"] if (p["a"], p["b"]) == ("duomem", "teacher_memory")]
     assert duo["n_games"] == 2 and duo["score_difference"] is not None
