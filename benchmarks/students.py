@@ -29,7 +29,7 @@ from pathlib import Path
 from search_context import BANK, demonstrations
 
 from duomem.envs.base import TASK_TYPES as TYPES
-from duomem.jsonl import atomic_write_json
+from duomem.jsonl import atomic_write_json, atomic_write_text
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -138,7 +138,7 @@ def keep_training_record(student: str, row: str) -> Path | None:
     meta["adapter_gguf"] = {"bytes": (out / "adapter.gguf").stat().st_size, "sha256": file_sha256(out / "adapter.gguf")}
     path = TRAINED / student / f"{row}.training.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(path, meta)
+    atomic_write_text(path, json.dumps(meta, separators=(",", ":")) + "\n")  # compact: the tree has a budget
     return path
 
 
@@ -431,7 +431,6 @@ def report(split: str = "valid_unseen") -> Path:
     from duomem.eval.runner import load_records
     from duomem.eval.stats import compare
     from duomem.eval.summary import pct_ci, summarize
-    from duomem.jsonl import atomic_write_text
 
     rows = []
     for student in STUDENTS:
