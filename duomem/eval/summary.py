@@ -45,17 +45,21 @@ def _throughput(records: Sequence[EpisodeRecord]) -> float | None:
     return len(timed) / elapsed * 3600 if elapsed > 0 else None
 
 
+def game_key(record: EpisodeRecord) -> str:
+    """An episode's key in paired comparisons: its game id (``game_id#sample`` for samples after the first)."""
+    return record.game_id if record.sample == 0 else f"{record.game_id}#{record.sample}"
+
+
 def outcomes(records: Sequence[EpisodeRecord]) -> dict[str, bool]:
     """Won or lost per episode, keyed by game id (``game_id#sample`` for samples after the first): what paired
     comparisons between rows read."""
-    return {r.game_id if r.sample == 0 else f"{r.game_id}#{r.sample}": r.won for r in records}
+    return {game_key(r): r.won for r in records}
 
 
 def scores(records: Sequence[EpisodeRecord]) -> dict[str, float]:
     """Each scored episode's score (0-100; a failed task's negative score as 0), keyed as :func:`outcomes`: what
     paired score comparisons read."""
-    return {r.game_id if r.sample == 0 else f"{r.game_id}#{r.sample}": max(0.0, r.score)
-            for r in records if r.score is not None}
+    return {game_key(r): max(0.0, r.score) for r in records if r.score is not None}
 
 
 def rate(won: int, n: int) -> dict:
